@@ -1,0 +1,3 @@
+"""recexp: explain black-box recommenders by aligning an LLM to them (RecExplainer), on Ray."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   installs into .venv and runs the main job on the embedded default
+#   make test   installs (with dev tools) and runs the whole suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch lies on this machine's disk; an unpinned torch would pull a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/recexp pipeline --config configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	RECEXP_SLOW=1 $(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf artifacts .pytest_cache
