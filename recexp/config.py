@@ -126,6 +126,21 @@ class IngestConfig:
         require(self.min_sequence_length >= 3, "min_sequence_length", "must be >= 3")
 
 
+PIPELINE_STAGES = ("ingest", "train-recommender", "build-alignment-data", "align", "evaluate", "explain")
+
+
+@dataclass
+class PipelineConfig:
+    """What ``recexp pipeline`` runs."""
+
+    stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
+    """Stages to run in order; committed ones are skipped, so a failed run resumes where it stopped."""
+
+    def __post_init__(self) -> None:
+        for stage in self.stages:
+            require(stage in PIPELINE_STAGES, "stages", f"unknown stage {stage!r} (known: {', '.join(PIPELINE_STAGES)})")
+
+
 @dataclass
 class RunConfig:
     """Everything a stage may read. Each stage uses the common keys and its own section."""
@@ -140,6 +155,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self) -> None:
         if self.run_id is not None:
