@@ -59,6 +59,8 @@ def find_inputs(cfg: RunConfig, path: str) -> Inputs:
 def _parse_files(batch: dict[str, np.ndarray], fmt: Format, kind: str, cfg: RunConfig, item_ids: Any) -> Iterator[pa.Table]:
     """Ray Data UDF: each input row is a file; yields parsed blocks (good rows + rejects)."""
     block = cfg.ingest.lines_per_block
+    if isinstance(item_ids, ray.ObjectRef):  # shared once through the object store, not per task
+        item_ids = ray.get(item_ids)
     for index, uri in zip(batch["index"], batch["uri"]):
         spec, reader = FileSpec(int(index), str(uri)), fmt.reader(str(uri), kind)
         if reader.arrow_parser is not None:

@@ -80,9 +80,13 @@ def sample_users(x: Interactions, n_users: int, seed: int) -> Interactions:
 
 
 def subsample(x: Interactions, n_items: int, n_users: int, k: int, seed: int) -> Interactions:
-    """RecExplainer's recipe: the N most frequent items, M sampled users, then k-core again."""
+    """RecExplainer's recipe: the N most frequent items, M sampled users, then k-core again.
+
+    Users are sampled among those that pass the k-core on the kept items, so that the sample is
+    not mostly made of users who vanish at the final k-core (which would shrink M several-fold).
+    """
     if n_items:
-        x = top_items(x, n_items)
+        x = k_core(top_items(x, n_items), k)
     if n_users:
         x = sample_users(x, n_users, seed)
     return k_core(x, k)

@@ -315,9 +315,13 @@ def _games(rng: np.random.Generator, n_games: int) -> dict[str, np.ndarray]:
     nf = n_games  # every franchise has at least one item, so this many always suffice
     genre_w = np.array([g.weight for g in GENRES])
     f_genre = rng.choice(len(GENRES), size=nf, p=genre_w / genre_w.sum())
-    f_genre[: len(GENRES)] = np.arange(len(GENRES))  # every genre exists
     n_inst = np.minimum(rng.geometric(0.45, size=nf), 6)
     n_plat = rng.choice([1, 2, 3], size=nf, p=[0.45, 0.35, 0.2])
+    # Every genre has a franchise: the first 12 take one each and are kept small enough
+    # (<= 6 items) to all fit in the smallest catalog.
+    f_genre[: len(GENRES)] = np.arange(len(GENRES))
+    n_inst[: len(GENRES)] = np.minimum(n_inst[: len(GENRES)], 3)
+    n_plat[: len(GENRES)] = np.minimum(n_plat[: len(GENRES)], 2)
     plat_order = _gumbel_top(rng, _PLATFORM_WEIGHTS, nf)
     sizes = n_inst * n_plat
     ends = np.cumsum(sizes)
@@ -353,7 +357,7 @@ def _build_catalog(num_items: int, seed: int) -> _Catalog:
     publisher = (g["f_genre"] * 2 + rng.integers(0, 4, size=nf)) % len(_PUBLISHERS)
     edition = np.where(rng.random(n_games) < 0.08, rng.integers(1, len(_EDITIONS) + 1, n_games), 0)
     return _Catalog(
-        asin=_encode_ids(range(num_items), 8, "B0", int(_rng(seed, _S_IDS, 0).integers(2**62))),
+        asin=_encode_ids(0, num_items, 8, "B0", int(_rng(seed, _S_IDS, 0).integers(2**62))),
         genre=np.concatenate([g["genre"], np.full(n_acc, len(GENRES))]),
         platform=np.concatenate([g["platform"], acc_plat]),
         franchise=np.concatenate([g["franchise"], np.full(n_acc, -1)]),
@@ -372,22 +376,24 @@ def _build_catalog(num_items: int, seed: int) -> _Catalog:
     )
 
 
-def _encode_ids(indices: Sequence[int] | range, width: int, prefix: str, offset: int) -> list[str]:
-    """Unique Amazon-looking ids: a scrambled bijection of the index onto ``width`` base-36 digits."""
+def _encode_ids(start: int, count: int, width: int, prefix: str, offset: int) -> list[str]:
+    """Unique Amazon-looking ids for indices ``start .. start+count-1``: a bijection of the
+    index onto ``width`` (<= 12, so codes fit in uint64) base-36 digits, scrambled by seed."""
     modulus = 36**width
     # A Weyl step near modulus / golden ratio spreads consecutive indices over all digits; it
     # must be coprime to 36 (odd, not a multiple of 3) for the map to be a bijection.
     step = int(modulus * 0.6180339887498949)
     step += (1, 0, 3, 2, 1, 0)[step % 6]  # next value that is 1 or 5 mod 6
-    out = []
-    for i in indices:
-        code = (i * step + offset) % modulus
-        digits = []
-        for _ in range(width):
-            code, d = divmod(code, 36)
-            digits.append(_ALPHABET[d])
-        out.append(prefix + "".join(digits))
-    return out
+    offset %= modulus
+    # Python ints for the product (it overflows 64 bits), numpy for the digits.
+    codes = np.array([(i * step + offset) % modulus for i in range(start, start + count)],
+                     dtype=np.uint64)
+    alphabet = np.frombuffer(_ALPHABET.encode("ascii"), dtype=np.uint8)
+    chars = np.empty((count, width), dtype=np.uint8)
+    for j in range(width - 1, -1, -1):
+        codes, digit = np.divmod(codes, np.uint64(36))
+        chars[:, j] = alphabet[digit]
+    return [prefix + s for s in chars.view(f"S{width}").ravel().astype(str).tolist()]
 
 
 def _game_title(cat: _Catalog, i: int) -> str:
@@ -426,7 +432,8 @@ def _item_meta(cat: _Catalog, i: int, with_title: bool) -> dict:
         lead = f"{_STYLE_PHRASES[seed % len(_STYLE_PHRASES)]} {spec.phrase} for {platform}."
         k = int(cat.installment[i])
         if k > 1:
-            second = f"The {_ordinal(k)} installment in the {cat.franchise_name[cat.franchise[i]]} series."
+            series = cat.franchise_name[cat.franchise[i]]
+            second = f"The {_ordinal(k)} installment in the {series} series."
         else:
             second = spec.blurbs[(seed >> 4) % len(spec.blurbs)]
         description = [lead, second] if (seed >> 8) % 3 else [lead]
@@ -680,7 +687,7 @@ def _review_lines(cat: _Catalog, tables: _Tables, first_user: int, seed: int,
     text = stars * 5 + rng.integers(0, 5, size=len(user))
     summary = stars * 5 + rng.integers(0, 5, size=len(user))
     name = rng.integers(0, len(tables.names), size=n).tolist()
-    ids = _encode_ids(range(first_user, first_user + n), 13, "A",
+    ids = _encode_ids(first_user, n, 12, "A",
                       int(_rng(seed, _S_IDS, 1).integers(2**62)))
     order = rng.permutation(len(user))
     cols = [a[order].tolist() for a in (user, hist[mask], days[mask], stars, verified, text,
