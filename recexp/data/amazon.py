@@ -67,9 +67,15 @@ class MetaKeys:
 
 REVIEWS_2018 = ReviewKeys(user="reviewerID", item="asin", rating="overall", time="unixReviewTime")
 REVIEWS_2023 = ReviewKeys(user="user_id", item="parent_asin", rating="rating", time="timestamp")
-META_2018 = MetaKeys(item="asin", title="title", brand="brand", categories=("category", "categories"), description="description")
+META_2018 = MetaKeys(
+    item="asin", title="title", brand="brand", categories=("category", "categories"), description="description"
+)
 META_2023 = MetaKeys(
-    item="parent_asin", title="title", brand="store", categories=("categories", "main_category"), description="description"
+    item="parent_asin",
+    title="title",
+    brand="store",
+    categories=("categories", "main_category"),
+    description="description",
 )
 
 
@@ -110,8 +116,9 @@ def parse_reviews(
     append = rows.append
     user_key, item_key, time_key, rating_key = keys.user, keys.item, keys.time, keys.rating
     for no, text, record in iter_json_records(lines, line_nos, rejects):
-        user, item, ts, rating = record.get(user_key), record.get(item_key), record.get(time_key), record.get(rating_key)
-        # The common, valid row is checked inline (function calls would cost ~20% of the time);
+        user, item = record.get(user_key), record.get(item_key)
+        ts, rating = record.get(time_key), record.get(rating_key)
+        # The common, valid row is checked inline (the helper calls would cost ~15% of the time);
         # anything else goes through the helpers, which raise the precise reason.
         if (
             type(user) is str
@@ -120,7 +127,10 @@ def parse_reviews(
             and item
             and type(ts) is int
             and INT64_MIN <= ts <= INT64_MAX
-            and (rating is None or ((type(rating) is float or type(rating) is int) and -FLOAT32_MAX <= rating <= FLOAT32_MAX))
+            and (
+                rating is None
+                or ((type(rating) is float or type(rating) is int) and -FLOAT32_MAX <= rating <= FLOAT32_MAX)
+            )
         ):
             append((user, item, ts, rating, order_base + no))
             continue

@@ -207,6 +207,10 @@ def _encodable(text: str) -> bool:
 # ----------------------------------------------------------------------------- JSON lines
 
 
+_SCAN_ONCE = json.JSONDecoder().scan_once
+_SKIP = object()  # _load_slow's "no record": a blank line, or a reject already recorded
+
+
 def iter_json_records(
     lines: Sequence[bytes], line_nos: Sequence[int], rejects: Rejects, literal_fallback: bool = False
 ) -> Iterator[tuple[int, str, dict]]:
@@ -235,10 +239,6 @@ def iter_json_records(
             rejects.add(no, f"not a JSON object: got {type_name(record)}", text)
             continue
         yield no, text, record
-
-
-_SCAN_ONCE = json.JSONDecoder().scan_once
-_SKIP = object()  # _load_slow's "no record": a blank line, or a reject already recorded
 
 
 def _load_slow(no: int, text: str, rejects: Rejects, literal_fallback: bool) -> Any:

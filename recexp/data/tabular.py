@@ -167,7 +167,7 @@ def arrow_times(values: pa.Array, name: str, source: str) -> tuple[pa.Array, pa.
         return values.cast(pa.timestamp("s")).cast(pa.int64()), null_why
     if pa.types.is_floating(kind):
         return _float_times(values, name, null_why)
-    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+    if pa.types.is_integer(kind) or _is_text(kind) or pa.types.is_null(kind):
         for target in (pa.int64(), pa.float64()):
             try:
                 cast = values.cast(target)
@@ -184,6 +184,10 @@ def arrow_times(values: pa.Array, name: str, source: str) -> tuple[pa.Array, pa.
     raise DataError(f"{source}: time column '{name}' has unsupported type {kind}")
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
 def _float_times(values: pa.Array, name: str, null_why: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Floored float seconds; NaN, infinities and values beyond int64 are rejects."""
     usable = pc.and_(pc.is_finite(values), pc.less_equal(pc.abs(values), _MAX_TIME_FLOAT))
@@ -197,7 +201,7 @@ def arrow_ratings(values: pa.Array, name: str, source: str) -> tuple[pa.Array, p
     try:
         numbers = values.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        if not _is_text(values.type):
             raise DataError(f"{source}: rating column '{name}' has unsupported type {values.type}") from None
         numbers, why = python_column(values, name, lambda v: text_rating(v, name), pa.float64(), None)
     else:
@@ -261,7 +265,8 @@ def split_rejects(
     bad = pc.is_valid(reason)
     if not pc.any(bad).as_py():
         return good, REJECTS.empty_table()
-    texts = [json.dumps(row, default=str, ensure_ascii=False)[:MAX_REJECT_TEXT] for row in original.filter(bad).to_pylist()]
+    rows = original.filter(bad).to_pylist()
+    texts = pa.array([json.dumps(row, default=str, ensure_ascii=False)[:MAX_REJECT_TEXT] for row in rows], pa.string())
     lines = row_nos.filter(bad)
-    arrays = [pa.array([source] * len(lines), pa.string()), lines, reason.filter(bad), pa.array(texts, pa.string())]
+    arrays = [pa.array([source] * len(lines), pa.string()), lines, reason.filter(bad), texts]
     return good.filter(pc.invert(bad)), pa.Table.from_arrays(arrays, schema=REJECTS)

@@ -63,11 +63,14 @@ BAD_REVIEWS = [
     (review(reviewerID="A1", asin="", unixReviewTime=1), "empty value for 'asin'"),
     (review(reviewerID=None, asin="B1", unixReviewTime=1), "null value for 'reviewerID'"),
     (review(reviewerID=17, asin="B1", unixReviewTime=1), "wrong type for 'reviewerID': expected string, got int"),
-    (review(reviewerID="A1", asin="B1", unixReviewTime="1445040000"), "wrong type for 'unixReviewTime': expected integer, got str"),
-    (review(reviewerID="A1", asin="B1", unixReviewTime=True), "wrong type for 'unixReviewTime': expected integer, got bool"),
+    (review(reviewerID="A1", asin="B1", unixReviewTime="1445040000"),
+     "wrong type for 'unixReviewTime': expected integer, got str"),
+    (review(reviewerID="A1", asin="B1", unixReviewTime=True),
+     "wrong type for 'unixReviewTime': expected integer, got bool"),
     (review(reviewerID="A1", asin="B1", unixReviewTime=1.5), "wrong value for 'unixReviewTime': 1.5 is not an integer"),
     (review(reviewerID="A1", asin="B1", unixReviewTime=2**70), "out of range for 'unixReviewTime'"),
-    (review(reviewerID="A1", asin="B1", unixReviewTime=1, overall="5"), "wrong type for 'overall': expected number, got str"),
+    (review(reviewerID="A1", asin="B1", unixReviewTime=1, overall="5"),
+     "wrong type for 'overall': expected number, got str"),
     (b'{"reviewerID": "A1", "asin": "B1", "unixReviewTime": 1, "overall": NaN}', "out of range for 'overall': nan"),
     (b'{"reviewerID": "A\\ud800", "asin": "B1", "unixReviewTime": 1}', "invalid string: lone surrogate escape"),
 ]
@@ -209,7 +212,8 @@ def test_2023_reviews_keep_milliseconds():
     ]
     _, rows, rejects = run(amazon.parse_amazon2023_reviews, lines, order_base=5)
     assert rows == [
-        {"user": "AGCI7FAH4GL5FI65HYLKWTMFZ2CQ", "item": "B07DK1H3H5", "timestamp": 1588615855070, "rating": 4.0, "order": 6},
+        {"user": "AGCI7FAH4GL5FI65HYLKWTMFZ2CQ", "item": "B07DK1H3H5", "timestamp": 1588615855070, "rating": 4.0,
+         "order": 6},
         {"user": "U2", "item": "P2", "timestamp": 1588615855071, "rating": None, "order": 7},
     ]
     assert [(r["line"], r["reason"]) for r in rejects] == [(3, "missing field 'parent_asin'")]
@@ -249,6 +253,7 @@ def test_2023_meta():
     "parser", [amazon.parse_amazon2018_reviews, amazon.parse_amazon2023_reviews, amazon.parse_amazon2023_meta]
 )
 def test_bom_on_first_line_is_ignored(parser):
-    line = b'\xef\xbb\xbf{"reviewerID": "A", "user_id": "A", "asin": "B", "parent_asin": "B", "unixReviewTime": 1, "timestamp": 1}'
+    line = b'\xef\xbb\xbf{"reviewerID": "A", "user_id": "A", "asin": "B", "parent_asin": "B", ' \
+        b'"unixReviewTime": 1, "timestamp": 1}'
     _, rows, rejects = run(parser, [line])
     assert len(rows) == 1 and rejects == []

@@ -26,7 +26,12 @@ def run(parser, lines, header, cfg=CFG, first_line=2, order_base=0, source="data
 
 
 def test_one_interaction_per_row_ml100k_lines():
-    lines = [b"196\t242\t3\t881250949", b"186\t302\t3\t891717742\r", b"22\t377\t1\t878887116", b"244\t51\t2\t880606923.7"]
+    lines = [
+        b"196\t242\t3\t881250949",
+        b"186\t302\t3\t891717742\r",
+        b"22\t377\t1\t878887116",
+        b"244\t51\t2\t880606923.7",
+    ]
     good, rows, rejects = run(recbole.parse_recbole_inter, lines, ML_HEADER, order_base=1000)
     assert good.schema == INTERACTIONS and rejects == []
     assert rows == [
@@ -129,13 +134,19 @@ def test_missing_header_is_a_file_error():
 
 def test_item_file_ml100k_lines():
     header = b"item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
-    lines = [b"1\tToy Story\t1995\tAnimation Children's Comedy", b"2\tGoldenEye\t1995\tAction Adventure Thriller", b"3\t \t1995\t"]
+    lines = [
+        b"1\tToy Story\t1995\tAnimation Children's Comedy",
+        b"2\tGoldenEye\t1995\tAction Adventure Thriller",
+        b"3\t \t1995\t",
+    ]
     cfg = DataConfig(format="recbole", path="x", title_field="movie_title")
     good, rows, rejects = run(recbole.parse_recbole_item, lines, header, cfg=cfg, source="ml-100k.item")
     assert good.schema == ITEMS and rejects == []
     assert rows == [
-        {"item": "1", "title": "Toy Story", "brand": None, "category": "Animation Children's Comedy", "description": None, "order": 2},
-        {"item": "2", "title": "GoldenEye", "brand": None, "category": "Action Adventure Thriller", "description": None, "order": 3},
+        {"item": "1", "title": "Toy Story", "brand": None, "category": "Animation Children's Comedy",
+         "description": None, "order": 2},
+        {"item": "2", "title": "GoldenEye", "brand": None, "category": "Action Adventure Thriller",
+         "description": None, "order": 3},
         {"item": "3", "title": None, "brand": None, "category": None, "description": None, "order": 4},
     ]
 
