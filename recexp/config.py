@@ -126,6 +126,54 @@ class IngestConfig:
         require(self.min_sequence_length >= 3, "min_sequence_length", "must be >= 3")
 
 
+TASK_IDS = ("t1", "t2", "t3", "t4", "t5", "t6", "t7", "explain")
+FORMS = ("behaviour", "intention", "hybrid")
+
+
+@dataclass
+class TasksConfig:
+    """The RecExplainer alignment tasks built by ``build-alignment-data``."""
+
+    tasks: list[str] = field(default_factory=lambda: list(TASK_IDS))
+    """Task ids to build: t1 next item, t2 ranking, t3 interest, t4 item discrimination,
+    t5 general instructions, t6 history reconstruction, t7 added item, explain."""
+    forms: list[str] = field(default_factory=lambda: list(FORMS))
+    """Prompt forms: behaviour (titles), intention (<user>/<item> slots), hybrid (slot + title)."""
+    max_hist: int = 9
+    """History length: the user's last ``max_hist`` items before the position."""
+    seed: int = 0
+    """Seed of every random choice (templates, sampled items, test users)."""
+    rank_candidates: int = 5
+    """T2: items sampled from the recommender's ranked list and shown shuffled."""
+    t3_test_fraction: float = 0.3
+    """T3: fraction of users (seeded) with a test pair."""
+    explain_train: int = 2000
+    """Explanation prompts in the train split."""
+    explain_test: int = 500
+    """Explanation prompts in the test split."""
+    general_instructions: str = ""
+    """T5: JSON-lines chat file (``{"messages": [...]}`` per line) mixed in; empty: none."""
+    general_ratio: float = 0.1
+    """T5: general rows as a fraction of the other train rows (capped by the file's size)."""
+    templates: str = ""
+    """YAML file of prompt templates replacing the built-in ones; empty: built-in."""
+    users_per_partition: int = 2000
+    """Users per output partition; partitions, not workers, decide the files, so output is
+    byte-identical whatever the number of workers."""
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            require(task in TASK_IDS, "tasks", f"unknown task {task!r} (known: {', '.join(TASK_IDS)})")
+        for form in self.forms:
+            require(form in FORMS, "forms", f"unknown form {form!r} (known: {', '.join(FORMS)})")
+        require(self.max_hist >= 1, "max_hist", "must be >= 1")
+        require(self.rank_candidates >= 2, "rank_candidates", "must be >= 2")
+        require(0.0 <= self.t3_test_fraction <= 1.0, "t3_test_fraction", "must be in [0, 1]")
+        require(self.explain_train >= 0 and self.explain_test >= 0, "explain_train", "must be >= 0")
+        require(0.0 <= self.general_ratio <= 10.0, "general_ratio", "must be in [0, 10]")
+        require(self.users_per_partition >= 1, "users_per_partition", "must be >= 1")
+
+
 PIPELINE_STAGES = ("ingest", "train-recommender", "build-alignment-data", "align", "evaluate", "explain")
 
 
@@ -155,6 +203,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self) -> None:
