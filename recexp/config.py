@@ -126,6 +126,89 @@ class IngestConfig:
         require(self.min_sequence_length >= 3, "min_sequence_length", "must be >= 3")
 
 
+@dataclass
+class RecommenderConfig:
+    """The target recommender trained by ``train-recommender`` (Ray Train)."""
+
+    model: Literal["sasrec", "mf"] = "sasrec"
+    """``sasrec`` (Kang & McAuley 2018) or ``mf`` (matrix factorisation)."""
+    d: int = 64
+    """Embedding size."""
+    max_len: int = 50
+    """History length the model sees (the most recent items)."""
+    n_blocks: int = 2
+    """SASRec: self-attention blocks."""
+    n_heads: int = 1
+    """SASRec: attention heads."""
+    dropout: float = 0.2
+    """SASRec: dropout rate."""
+    norm_first: bool = True
+    """SASRec: pre-LN (True) or post-LN (False) blocks."""
+    loss: str = "ce"
+    """SASRec: ``ce`` (full softmax), ``bce`` (sampled negatives, the original) or
+    ``sampled_softmax``; MF: ``sampled_softmax``, ``bpr`` or ``ce``."""
+    num_negatives: int = 0
+    """Negatives per positive for sampled losses; 0: the model's default."""
+    mf_user_repr: Literal["id", "history_mean"] = "history_mean"
+    """MF: a learned vector per user id, or the mean of the history's item embeddings (lets
+    downstream stages embed any history, as SASRec does)."""
+    epochs: int = 30
+    """Maximum epochs."""
+    batch_size: int = 256
+    """Sequences per step and worker."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not on biases and norms)."""
+    max_grad_norm: float = 5.0
+    """Gradient clipping (0 = off)."""
+    bucket_batches: int = 8
+    """Group sequences of similar length within windows of this many batches (less padding)."""
+    patience: int = 3
+    """Early stopping: epochs without a better valid NDCG@10."""
+    time_budget_min: float = 0.0
+    """Stop after the first epoch that ends past this many minutes of training (0 = none)."""
+    num_workers: int = 1
+    """Ray Train workers (DDP: gloo on CPU, nccl on GPU)."""
+    use_gpu: bool = False
+    """One GPU per worker."""
+    max_failures: int = 2
+    """Worker failures to recover from (from the latest checkpoint)."""
+    eval_batch_size: int = 512
+    """Users per evaluation batch."""
+    sampled_negatives: int = 100
+    """``sampled100`` protocol: uniformly sampled unseen items per test user (seeded)."""
+    topk: int = 50
+    """Exported top-k list length per (user, position)."""
+    neighbors: int = 10
+    """Exported nearest items per item."""
+    interested_fraction: float = 0.2
+    """Per-user "interested" threshold: the score at this top fraction of the catalog."""
+    not_interested_fraction: float = 0.5
+    """Per-user "not interested" threshold: the score at this bottom fraction."""
+    inference_actors: int = 2
+    """Ray Data actors computing the top-k export."""
+    seed: int = 0
+    """Seed of initialisation, batching and sampled evaluation."""
+
+    def __post_init__(self) -> None:
+        sasrec_losses, mf_losses = ("ce", "bce", "sampled_softmax"), ("sampled_softmax", "bpr", "ce")
+        allowed = sasrec_losses if self.model == "sasrec" else mf_losses
+        require(self.loss in allowed, "loss", f"{self.model} supports {', '.join(allowed)}")
+        require(self.d >= 1 and self.max_len >= 1, "d", "d and max_len must be >= 1")
+        require(self.n_heads >= 1 and self.d % self.n_heads == 0, "n_heads", "must divide d")
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        require(self.epochs >= 1 and self.batch_size >= 1, "epochs", "epochs and batch_size must be >= 1")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.patience >= 1, "patience", "must be >= 1")
+        require(self.num_workers >= 1, "num_workers", "must be >= 1")
+        require(self.max_failures >= -1, "max_failures", "must be >= -1 (-1: unlimited)")
+        require(self.topk >= 1 and self.neighbors >= 1, "topk", "topk and neighbors must be >= 1")
+        require(0 < self.interested_fraction < 1, "interested_fraction", "must be in (0, 1)")
+        require(0 < self.not_interested_fraction < 1, "not_interested_fraction", "must be in (0, 1)")
+        require(self.inference_actors >= 1, "inference_actors", "must be >= 1")
+
+
 TASK_IDS = ("t1", "t2", "t3", "t4", "t5", "t6", "t7", "explain")
 FORMS = ("behaviour", "intention", "hybrid")
 
@@ -203,6 +286,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 

@@ -232,3 +232,24 @@ def verify(stage: StageDir, manifest: dict[str, Any]) -> None:
         actual = _size_and_sha256(stage.fs, stage.child(entry["path"]))
         if actual != {"size": entry["size"], "sha256": entry["sha256"]}:
             raise StoreError(f"{stage.url(entry['path'])}: content differs from its manifest")
+
+
+def put_dir(local: str, stage: StageDir, rel: str) -> None:
+    """Upload the local directory ``local`` (recursively) to ``rel`` under ``stage``."""
+    for dirpath, _, names in os.walk(local):
+        for name in sorted(names):
+            src = os.path.join(dirpath, name)
+            dest = os.path.relpath(src, local).replace(os.sep, "/")
+            with open(src, "rb") as fin, stage.open(f"{rel}/{dest}", "wb") as fout:
+                fout.write(fin.read())
+
+
+def get_dir(stage: StageDir, rel: str, local: str) -> str:
+    """Download ``rel`` (a directory under ``stage``) into the local directory ``local``."""
+    for path in stage.files():
+        if path.startswith(rel.rstrip("/") + "/"):
+            target = os.path.join(local, path[len(rel.rstrip("/")) + 1 :])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with stage.open(path, "rb") as fin, open(target, "wb") as fout:
+                fout.write(fin.read())
+    return local

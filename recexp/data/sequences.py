@@ -76,3 +76,12 @@ def statistics(sequences: pa.Table, num_items: int) -> dict[str, Any]:
         },
         "split": "leave-one-out: train = all but the last two items, valid = second last, test = last",
     }
+
+
+def catalog_fingerprint(items: pa.Table) -> str:
+    """sha256 of the original item ids in dense-id order: models trained on one catalog refuse
+    another (a different set or order of items would silently scramble every score)."""
+    import hashlib
+
+    ordered = items.sort_by("item_id")["item"].to_pylist()
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()

@@ -52,6 +52,8 @@ def to_csr(sequences: SequencesLike, user_ids: Sequence[int] | np.ndarray | None
     if isinstance(sequences, pa.ChunkedArray):
         sequences = sequences.combine_chunks()
     if isinstance(sequences, pa.Array):
+        if sequences.values.null_count:
+            raise ValueError("sequences contain null item ids")
         offsets = sequences.offsets.to_numpy().astype(np.int64)  # null rows have equal offsets
         values = sequences.values.to_numpy(zero_copy_only=False).astype(np.int64)
         values, offsets = values[offsets[0] : offsets[-1]], offsets - offsets[0]
@@ -143,16 +145,42 @@ def trim_left_padding(*tensors: torch.Tensor, pad: int) -> tuple[torch.Tensor, .
     return tuple(t[:, first:] for t in tensors)
 
 
-def iterate_batches(
-    examples: TrainExamples, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False
-) -> Iterator[Batch]:
-    """Mini-batches of ``examples`` in a seeded random order, each trimmed to its
-    longest row (left padding beyond it carries no information)."""
-    n = len(examples)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+def batch_order(
+    lengths: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, bucket_batches: int
+) -> list[torch.Tensor]:
+    """Row indices of each batch. With ``bucket_batches > 1`` rows are shuffled, then
+    sorted by length inside windows of ``bucket_batches * batch_size`` rows, so a batch
+    holds similar lengths (less padding); the batch order is shuffled again."""
+    gen = torch.Generator().manual_seed(seed)
+    n = lengths.shape[0]
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    if bucket_batches > 1:
+        window = bucket_batches * batch_size
+        chunks = [order[i : i + window] for i in range(0, n, window)]
+        order = torch.cat([c[torch.argsort(lengths[c], stable=True)] for c in chunks])
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        rows = order[start : start + batch_size]
+    batches = [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+    if shuffle and bucket_batches > 1:
+        batches = [batches[int(i)] for i in torch.randperm(len(batches), generator=gen)]
+    return batches
+
+
+def iterate_batches(
+    examples: TrainExamples,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_last: bool = False,
+    bucket_batches: int = 0,
+) -> Iterator[Batch]:
+    """Mini-batches of ``examples`` in a seeded random order, each trimmed to its longest
+    row (left padding beyond it carries no information). ``bucket_batches`` groups rows
+    of similar length (see ``batch_order``), which saves most of the padding work."""
+    lengths = (examples.targets != examples.n_items).sum(dim=1)  # (N,)
+    for rows in batch_order(
+        lengths, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, bucket_batches=bucket_batches
+    ):
         inputs, targets = trim_left_padding(examples.inputs[rows], examples.targets[rows], pad=examples.n_items)
         yield Batch(inputs, targets, examples.user_ids[rows])
 

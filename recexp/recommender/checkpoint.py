@@ -32,6 +32,11 @@ def _split_state(state: dict[int, dict[str, Any]]) -> tuple[dict[str, torch.Tens
     return tensors, rest
 
 
+def _restore_tuples(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples (e.g. AdamW ``betas``) into lists; give them back their type."""
+    return {k: tuple(v) if isinstance(current.get(k), tuple) and isinstance(v, list) else v for k, v in saved.items()}
+
+
 def save_training_state(
     directory: str | Path,
     optimizer: torch.optim.Optimizer,
@@ -71,7 +76,8 @@ def load_training_state(
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": payload["optimizer"]["param_groups"]})
+    groups = [_restore_tuples(saved, current) for saved, current in zip(payload["optimizer"]["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
     if scheduler is not None and payload["scheduler"] is not None:
         scheduler.load_state_dict(payload["scheduler"])
     return payload["extra"]
