@@ -96,12 +96,18 @@ def _maybe_fail(spec: str | None, epoch: int, rank: int) -> None:
         os._exit(1)
 
 
-def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, catalog: str) -> dict[str, Any]:
     """Load the latest checkpoint, if any, into ``model`` / ``optimizer``; returns its state."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"epoch": -1, "best": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [], "stopped": False}
+        return {"epoch": -1, "best": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [], "stopped": False,
+                "catalog": catalog}
     with checkpoint.as_directory() as directory:
+        with open(os.path.join(directory, "training_state.json")) as f:
+            saved_catalog = json.load(f)["extra"].get("catalog")
+        if saved_catalog != catalog:
+            raise DataError(f"checkpoint {checkpoint.path} was trained on another catalog ({saved_catalog} != {catalog}); "
+                            "use a new run_id or force=true")
         model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")))
         state = load_training_state(directory, optimizer)
         state["best_weights"] = load_file(os.path.join(directory, "best.safetensors"))
@@ -134,7 +140,7 @@ def train_loop(config: dict[str, Any]) -> None:
     valid = build_eval_examples(valid_ids.filter(pa.array(mine)), config["n_items"], rc.max_len, "valid", valid_users[mine])
     model = build_model(rc, config["n_items"], config["n_users"])
     optimizer = make_optimizer(model, rc.lr, rc.weight_decay)
-    state = _restore(model, optimizer)
+    state = _restore(model, optimizer, config["catalog"])
     state.setdefault("best_weights", {k: v.clone() for k, v in model.state_dict().items()})
     ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     started = time.perf_counter() - sum(row["seconds"] for row in state["history"])
@@ -162,7 +168,7 @@ def _epoch_row(epoch: int, stats: dict[str, float], valid: dict[str, float], n_v
     seconds = _all_reduce({"seconds": stats["seconds"]}, op="max")["seconds"]
     row = {k: v / total["n_valid"] for k, v in total.items() if k.startswith("valid/")}
     return row | {"epoch": epoch, "loss": total["loss"] / max(total["sequences"], 1.0), "seconds": seconds,
-                  "sequences_per_s": total["sequences_per_s"]}
+                  "sequences_per_s": total["sequences_per_s"], "finished_at": time.time()}
 
 
 def _update(state: dict[str, Any], row: dict[str, Any], model: torch.nn.Module, rc: RecommenderConfig, elapsed: float) -> None:
@@ -181,17 +187,21 @@ def _update(state: dict[str, Any], row: dict[str, Any], model: torch.nn.Module, 
 # ----------------------------------------------------------------------------- driver
 
 
-def fit(ctx: StageContext, sequences: pa.Table, n_items: int) -> ray.train.Result:
+def fit(ctx: StageContext, sequences: pa.Table, n_items: int, catalog: str) -> ray.train.Result:
     """Run the TorchTrainer; checkpoints live under ``runs/<run_id>/.ray-train/`` in the store."""
     rc = ctx.cfg.recommender
     storage = ctx.store.stage_dir(ctx.run_id, ".ray-train")
     if ctx.cfg.force and storage.fs.exists(storage.path):
         storage.fs.rm(storage.path, recursive=True)  # a forced re-run starts over
+    if storage.exists("catalog.json") and storage.read_json("catalog.json") != {"catalog": catalog}:
+        raise DataError(f"the checkpoints under {storage.url()} were trained on another catalog; "
+                        "use a new run_id, or force=true to start over")
+    storage.write_json("catalog.json", {"catalog": catalog})
     data = ray.data.from_arrow(sequences.select(["user_id", "item_ids"]))
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"recommender": vars(rc), "n_items": n_items, "n_users": sequences.num_rows,
-                           "inject_failure": os.environ.get(FAILURE_ENV)},
+                           "catalog": catalog, "inject_failure": os.environ.get(FAILURE_ENV)},
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu),
         run_config=ray.train.RunConfig(
             name=STAGE, storage_path=storage.path, storage_filesystem=storage.arrow_fs(),
@@ -239,11 +249,11 @@ class TopK:
         self.k, self.fractions = k, (top_fraction, bottom_fraction)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        users, positions, lengths, histories = _positions(batch, self.model.max_len, self.model.n_items)
+        users, positions, lengths, histories, seen = _positions(batch, self.model.max_len, self.model.n_items)
         with torch.no_grad():
             scores = self.model.full_scores(torch.from_numpy(histories)).float()  # (R, I)
             interested, not_interested = thresholds_from_scores(scores, *self.fractions)  # (R,), (R,)
-            scores = scores.masked_fill(_history_mask(histories, scores.shape[1]), float("-inf"))
+            scores[seen] = float("-inf")  # the whole history, not only the model's window
             top = scores.topk(min(self.k, scores.shape[1]), dim=1)  # (R, k)
         at_end = positions >= lengths - 2  # thresholds only where the tasks need them: t in {n-2, n-1}
         return pa.table({
@@ -262,16 +272,10 @@ def _lists(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(value_type))
 
 
-def _history_mask(histories: np.ndarray, n_items: int) -> torch.Tensor:
-    """(R, n_items) True at the items of each history (padding id ``n_items`` ignored)."""
-    mask = torch.zeros(histories.shape[0], n_items + 1, dtype=torch.bool)
-    mask.scatter_(1, torch.from_numpy(histories).long(), True)
-    return mask[:, :n_items]
-
-
-def _positions(batch: pa.Table, max_len: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every (user, t) for t = 1..n-1: user ids, t, the sequence length n, and the right-aligned
-    history ``seq[:t][-max_len:]`` (R, max_len)."""
+def _positions(batch: pa.Table, max_len: int, pad: int) -> tuple[np.ndarray, ...]:
+    """Every (user, t) for t = 1..n-1: user ids, t, the sequence length n, the right-aligned
+    model input ``seq[:t][-max_len:]`` (R, max_len) and the (row, item) index pairs of the
+    whole history ``seq[:t]`` (for exclusion)."""
     from recexp.recommender.batches import right_aligned
 
     seqs = to_csr(batch["item_ids"], batch["user_id"].to_numpy())
@@ -280,7 +284,10 @@ def _positions(batch: pa.Table, max_len: int, pad: int) -> tuple[np.ndarray, np.
     starts = np.repeat(seqs.offsets[:-1], counts)
     positions = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1  # 1..n-1
     histories = right_aligned(seqs.values, starts, starts + positions, max_len, pad)
-    return users, positions, np.repeat(seqs.lengths, counts), histories
+    rows = np.repeat(np.arange(len(positions)), positions)  # one entry per history item
+    offsets_in_row = np.arange(positions.sum()) - np.repeat(np.cumsum(positions) - positions, positions)
+    seen = (torch.from_numpy(rows), torch.from_numpy(seqs.values[np.repeat(starts, positions) + offsets_in_row]))
+    return users, positions, np.repeat(seqs.lengths, counts), histories, seen
 
 
 def export(ctx: StageContext, model: torch.nn.Module, sequences: pa.Table, fingerprint: str, metrics: dict) -> None:
@@ -315,18 +322,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ingest = ctx.input("ingest")
     sequences = ingest.read_table("sequences.parquet", columns=["user_id", "item_ids"])
     items = ingest.read_table("items.parquet", columns=["item_id", "item"])
-    n_items = items.num_rows
+    n_items, catalog = items.num_rows, catalog_fingerprint(items)
     try:
         check_item_ids(to_csr(sequences["item_ids"], sequences["user_id"].to_numpy()), n_items)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     init_ray(ctx.cfg.ray)
     with ctx.phase("train"):
-        model, state = best_model(fit(ctx, sequences, n_items), rc, n_items, sequences.num_rows)
+        model, state = best_model(fit(ctx, sequences, n_items, catalog), rc, n_items, sequences.num_rows)
     with ctx.phase("evaluate"):
         metrics = test_metrics(model, sequences, n_items, rc)
     with ctx.phase("export"):
-        export(ctx, model, sequences, catalog_fingerprint(items), metrics)
+        export(ctx, model, sequences, catalog, metrics)
     history = state["history"]
     ctx.out.write_json("metrics.json", metrics | {"best_epoch": state["best_epoch"], "epochs": len(history)})
     with ctx.out.open("epochs.jsonl", "w") as f:

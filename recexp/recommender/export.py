@@ -75,10 +75,32 @@ def _check_catalog(meta: dict[str, Any], expected_fingerprint: str | None, expec
         )
 
 
+def local_copy(uri: str, endpoint_url: str | None = None) -> Path:
+    """A local directory with the files of ``uri`` (``s3://...`` and other fsspec URLs are
+    downloaded once into ``$RECEXP_CACHE`` or ``~/.cache/recexp``, keyed by the URI)."""
+    import hashlib
+    import os
+
+    from recexp.store import open_fs
+
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    cache = Path(os.environ.get("RECEXP_CACHE", Path.home() / ".cache" / "recexp")) / "encoders"
+    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if not (target / CONFIG_FILE).exists():
+        fs, path = open_fs(uri, endpoint_url)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
+        tmp.replace(target) if not target.exists() else None
+    return target
+
+
 def load(
-    uri_or_dir: str | Path, expected_fingerprint: str | None = None, expected_n_items: int | None = None
+    uri_or_dir: str | Path, expected_fingerprint: str | None = None, expected_n_items: int | None = None,
+    endpoint_url: str | None = None,
 ) -> Recommender:
-    """Rebuild an exported model (in eval mode) from a local directory."""
+    """Rebuild an exported model (in eval mode) from a local directory or a store URI."""
+    uri_or_dir = local_copy(str(uri_or_dir), endpoint_url)
     meta = read_config(uri_or_dir)
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"unsupported format_version {meta.get('format_version')!r}")
