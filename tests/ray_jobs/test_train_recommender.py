@@ -45,8 +45,17 @@ def sequences(root: str) -> pa.Table:
     return Store(root).committed("base", "ingest").read_table("sequences.parquet")
 
 
-def test_two_workers_train_and_export_everything(store_root: str) -> None:
-    manifest = train(store_root, "ddp", "recommender.num_workers=2", "recommender.epochs=2")
+DDP = ("recommender.num_workers=2", "recommender.epochs=2")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(store_root: str) -> dict:
+    """One 2-worker DDP run shared by the tests that only read its outputs."""
+    return train(store_root, "ddp", *DDP)
+
+
+def test_two_workers_train_and_export_everything(store_root: str, ddp_run: dict) -> None:
+    manifest = ddp_run
     out = Store(store_root).committed("ddp", "train-recommender")
     metrics = out.read_json("metrics.json")
     for key in ("test/full/ndcg@10", "test/full/hr@10", "test/sampled100/ndcg@10", "valid/full/ndcg@10",
@@ -82,9 +91,8 @@ def check_exports(out, seqs: pa.Table, k: int) -> None:
         assert row["item_id"] not in row["neighbor_ids"] and len(row["neighbor_ids"]) == 10
 
 
-def test_loaded_encoder_reproduces_the_model(store_root: str, tmp_path: Path) -> None:
-    train(store_root, "load", "recommender.epochs=2")
-    out = Store(store_root).committed("load", "train-recommender")
+def test_loaded_encoder_reproduces_the_model(store_root: str, ddp_run: dict) -> None:
+    out = Store(store_root).committed("ddp", "train-recommender")
     model = load(out.url("encoder"))
     seqs = sequences(store_root)
     examples = build_eval_examples(seqs["item_ids"], model.n_items, model.max_len, "test")
@@ -98,16 +106,15 @@ def test_loaded_encoder_reproduces_the_model(store_root: str, tmp_path: Path) ->
     assert torch.allclose(scores[row["item_ids"]], torch.tensor(row["scores"]), atol=1e-5)
 
 
-def test_worker_killed_mid_training_resumes(store_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_killed_mid_training_resumes(store_root: str, ddp_run: dict, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "failed-once"
-    common = ["recommender.num_workers=2", "recommender.epochs=3", "recommender.patience=5"]
-    train(store_root, "clean", *common)
     monkeypatch.setenv(train_recommender.FAILURE_ENV, f"1:1:{marker}")
-    train(store_root, "faulty", *common)
+    train(store_root, "faulty", *DDP)
     assert marker.exists()  # the worker of rank 1 really died at the start of epoch 1
-    clean = Store(store_root).committed("clean", "train-recommender").read_json("metrics.json")
+    clean = Store(store_root).committed("ddp", "train-recommender").read_json("metrics.json")
     faulty = Store(store_root).committed("faulty", "train-recommender").read_json("metrics.json")
-    assert faulty["epochs"] == 3
+    assert faulty["epochs"] == 2
     assert abs(faulty["valid/full/ndcg@10"] - clean["valid/full/ndcg@10"]) <= 0.02 * clean["valid/full/ndcg@10"]
 
 
