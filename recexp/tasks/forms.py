@@ -85,12 +85,17 @@ def join_pieces(pieces: Sequence[Piece], separator: str) -> Piece:
 
 def fill(template: Template, pieces: Mapping[str, Piece]) -> Piece:
     """The template with each field replaced by its piece (the text of a piece is never parsed)."""
-    parts: list[Piece] = []
+    texts: list[str] = []
+    users: list[tuple[int, ...]] = []
+    items: list[int] = []
     for literal, field in template.parts:
-        parts.append(Piece(literal))
+        texts.append(literal)
         if field is not None:
-            parts.append(pieces[field])
-    return join_pieces(parts, "")
+            piece = pieces[field]
+            texts.append(piece.text)
+            users += piece.users
+            items += piece.items
+    return Piece("".join(texts), tuple(users), tuple(items))
 
 
 def title_list(item_ids: Sequence[int], catalog: Catalog) -> str:

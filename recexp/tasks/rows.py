@@ -76,13 +76,29 @@ def prompt_messages(system: str, prompt: str) -> list[dict[str, str]]:
 
 
 class RowBuffer:
-    """Collects checked rows column-wise; :meth:`table` returns them sorted."""
+    """Collects checked rows column-wise; :meth:`table` returns them sorted.
+
+    Nested columns are kept flat (values + offsets) and assembled into Arrow list arrays in
+    bulk, which is much cheaper than converting one Python dict per message."""
+
+    _SCALARS = ("task", "form", "split", "user_id", "position", "response", "meta")
 
     def __init__(self, system: str = "") -> None:
         self.system = system
-        self._columns: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
         self._batches: list[pa.RecordBatch] = []
         self._rows = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._scalars: dict[str, list[Any]] = {name: [] for name in self._SCALARS}
+        self._roles: list[str] = []
+        self._contents: list[str] = []
+        self._message_offsets = [0]
+        self._history_values: list[int] = []
+        self._history_inner = [0]  # offsets of each id list into the values
+        self._history_outer = [0]  # offsets of each row into the id lists
+        self._item_values: list[int] = []
+        self._item_offsets = [0]
 
     def __len__(self) -> int:
         return self._rows
@@ -113,17 +129,36 @@ class RowBuffer:
     ) -> None:
         """Any row; checked before it is kept."""
         check_row(messages, response, history_ids, item_slot_ids)
-        values = (task, form, split, user_id, position, messages, response, history_ids, item_slot_ids, meta)
-        for name, value in zip(ROW_SCHEMA.names, values):
-            self._columns[name].append(value)
+        for name, value in zip(self._SCALARS, (task, form, split, user_id, position, response, meta)):
+            self._scalars[name].append(value)
+        for message in messages:
+            self._roles.append(message["role"])
+            self._contents.append(message["content"])
+        self._message_offsets.append(len(self._roles))
+        for ids in history_ids:
+            self._history_values.extend(ids)
+            self._history_inner.append(len(self._history_values))
+        self._history_outer.append(len(self._history_inner) - 1)
+        self._item_values.extend(item_slot_ids)
+        self._item_offsets.append(len(self._item_values))
         self._rows += 1
-        if len(self._columns["task"]) >= CHUNK_ROWS:
+        if len(self._scalars["task"]) >= CHUNK_ROWS:
             self._flush()
 
+    def _lists(self, offsets: list[int], values: pa.Array) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
     def _flush(self) -> None:
-        if self._columns["task"]:
-            self._batches.append(pa.RecordBatch.from_pydict(self._columns, schema=ROW_SCHEMA))
-            self._columns = {name: [] for name in ROW_SCHEMA.names}
+        if not self._scalars["task"]:
+            return
+        contents = [pa.array(self._roles, pa.string()), pa.array(self._contents, pa.string())]
+        columns = {name: pa.array(values, ROW_SCHEMA.field(name).type) for name, values in self._scalars.items()}
+        columns["messages"] = self._lists(self._message_offsets, pa.StructArray.from_arrays(contents, fields=list(MESSAGE)))
+        inner = self._lists(self._history_inner, pa.array(self._history_values, pa.int32()))
+        columns["history_ids"] = self._lists(self._history_outer, inner)
+        columns["item_slot_ids"] = self._lists(self._item_offsets, pa.array(self._item_values, pa.int32()))
+        self._batches.append(pa.RecordBatch.from_arrays([columns[n] for n in ROW_SCHEMA.names], schema=ROW_SCHEMA))
+        self._reset()
 
     def table(self) -> pa.Table:
         """All rows, stable-sorted by ``SORT_KEYS`` (generation order breaks ties)."""
