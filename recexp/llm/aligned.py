@@ -1,0 +1,189 @@
+"""``AlignedLM``: a causal LM that reads recommender embeddings at its slot tokens.
+
+It wraps the base LM (a ``PreTrainedModel`` or a ``PeftModel``), the frozen recommender, the
+user/item connectors and an injection mode (:mod:`recexp.llm.inject`). The recommender runs
+inside every forward: user vectors from the history ids of each ``<user>`` slot, item vectors
+from its item table for each ``<item>`` slot; so training and serving see the same numbers.
+
+Batch layout (from :mod:`recexp.llm.collate`): ``history_ids`` ``(S_u, L)`` holds one
+right-aligned history per ``<user>`` token in row-major order of ``input_ids``, padded on the
+left with any negative id (mapped to the recommender's pad id here); ``item_slot_ids``
+``(S_i,)`` one item id per ``<item>`` token, same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from recexp.llm.connectors import Connectors
+from recexp.llm.errors import SlotError
+from recexp.llm.inject import QKVInjector, SlotVectors, check_mode, inject_inputs
+from recexp.llm.slots import SlotTokens, slot_positions
+from recexp.recommender.base import Recommender
+
+IGNORE_INDEX = -100
+
+
+def causal_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_items: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Next-token cross-entropy in fp32: ``sum / num_items`` (default: mean over labelled tokens).
+
+    ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` unshifted with ``-100`` where ignored; passing
+    ``num_items`` = the labelled tokens of all micro-batches makes accumulated gradients equal
+    those of one big batch."""
+    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(T-1), V)
+    targets = labels[:, 1:].reshape(-1)  # (B*(T-1),)
+    total = F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    if num_items is None:
+        num_items = (targets != IGNORE_INDEX).sum().clamp(min=1)
+    return total / num_items
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean 4-D mask ``(B, 1, T, T)`` (True = may attend) -> additive float (0 / dtype min)."""
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    return torch.where(mask, zero, torch.finfo(dtype).min)
+
+
+def prepare_mask(mask: torch.Tensor | None, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """Block masks stay boolean for sdpa (any dtype under autocast); eager attention adds the mask
+    to its scores, so it gets the additive form. 2-D padding masks pass through."""
+    if mask is None or mask.dim() != 4 or mask.dtype != torch.bool or attn_implementation != "eager":
+        return mask
+    return additive_mask(mask, dtype)
+
+
+class AlignedLM(nn.Module):
+    """Base LM + frozen recommender + connectors + injection mode (see the module doc)."""
+
+    def __init__(
+        self, base: nn.Module, recommender: Recommender, connectors: Connectors, slots: SlotTokens,
+        mode: str = "input_add",
+    ) -> None:
+        super().__init__()
+        check_mode(mode)
+        rec_dim = int(recommender.item_embeddings().shape[1])
+        if rec_dim != connectors.rec_dim:
+            raise SlotError(f"recommender vectors are {rec_dim}-d but the connectors take {connectors.rec_dim}-d")
+        self.base = base
+        self.recommender = recommender.eval().requires_grad_(False)
+        self.connectors = connectors
+        self.slots = slots
+        self.mode = mode
+        self.injector = QKVInjector(base, self._decoder()) if mode == "every_layer" else None
+
+    def _decoder(self) -> nn.Module:
+        """The decoder stack inside the (possibly PEFT-wrapped) causal LM."""
+        model = self.base.get_base_model() if hasattr(self.base, "get_base_model") else self.base
+        return model.get_decoder()
+
+    def train(self, mode: bool = True) -> AlignedLM:
+        """Like ``nn.Module.train``, but the recommender always stays in eval mode."""
+        super().train(mode)
+        self.recommender.eval()
+        return self
+
+    @torch.no_grad()
+    def recommender_vectors(
+        self, history_ids: torch.Tensor, item_slot_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen recommender outputs: users ``(S_u, d)`` from histories ``(S_u, L)``, items ``(S_i, d)``."""
+        device = self.recommender.item_embeddings().device
+        users = torch.zeros(0, self.connectors.rec_dim, device=device)
+        if history_ids.shape[0]:
+            histories = history_ids.to(device)
+            histories = histories.masked_fill(histories < 0, self.recommender.pad_id)  # (S_u, L)
+            users = self.recommender.user_embedding(histories)  # (S_u, d)
+        items = self.recommender.item_embeddings()[item_slot_ids.to(device)]  # (S_i, d)
+        return users.float(), items.float()
+
+    def slot_vectors(
+        self, input_ids: torch.Tensor, history_ids: torch.Tensor | None, item_slot_ids: torch.Tensor | None
+    ) -> SlotVectors:
+        """Positions of all slots in ``input_ids`` ``(B, T)`` and their projected vectors ``(S, H)``."""
+        device = input_ids.device
+        history_ids = history_ids if history_ids is not None else torch.zeros(0, 1, dtype=torch.long)
+        item_slot_ids = item_slot_ids if item_slot_ids is not None else torch.zeros(0, dtype=torch.long)
+        user_rows, user_cols = slot_positions(input_ids, self.slots.user_id)
+        item_rows, item_cols = slot_positions(input_ids, self.slots.item_id)
+        _check_counts("<user>", len(user_rows), history_ids.shape[0], "history_ids rows")
+        _check_counts("<item>", len(item_rows), item_slot_ids.shape[0], "item_slot_ids")
+        users, items = self.recommender_vectors(history_ids, item_slot_ids)
+        dtype = next(self.connectors.parameters()).dtype
+        users, items = users.to(device, dtype), items.to(device, dtype)
+        vectors = torch.cat([self.connectors.user(users), self.connectors.item(items)])  # (S_u + S_i, H)
+        return SlotVectors(torch.cat([user_rows, item_rows]), torch.cat([user_cols, item_cols]), vectors)
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        history_ids: torch.Tensor | None = None,
+        item_slot_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, SlotVectors]:
+        """Input embeddings ``(B, T, H)`` with the slot vectors injected, and the slot vectors."""
+        slots = self.slot_vectors(input_ids, history_ids, item_slot_ids)
+        embeds = self.base.get_input_embeddings()(input_ids)  # (B, T, H)
+        return inject_inputs(embeds, slots, self.mode), slots
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        history_ids: torch.Tensor | None = None,
+        item_slot_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> CausalLMOutputWithPast:
+        """Logits ``(B, T, V)`` and, with ``labels``, the loss (see :func:`causal_lm_loss`).
+
+        ``attention_mask``: ``(B, T)`` padding mask, or a boolean ``(B, 1, T, T)`` block mask
+        for packed rows (then pass the per-sample ``position_ids`` too)."""
+        embeds, slots = self.embed(input_ids, history_ids, item_slot_ids)
+        attn = getattr(self.base.config, "_attn_implementation", None) or "eager"
+        attention_mask = prepare_mask(attention_mask, attn, embeds.dtype)
+        if self.injector is not None:
+            self.injector.set(slots, tuple(input_ids.shape))
+        out = self.base(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        loss = causal_lm_loss(out.logits, labels, num_items_in_batch) if labels is not None else None
+        return CausalLMOutputWithPast(loss=loss, logits=out.logits)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        history_ids: torch.Tensor | None = None,
+        item_slot_ids: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """New token ids ``(B, N)`` for left-padded prompts ``(B, T)``; slots injected in the prefill.
+
+        The slot tokens themselves are never generated (``suppress_tokens``)."""
+        embeds, slots = self.embed(input_ids, history_ids, item_slot_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        suppress = list(generate_kwargs.pop("suppress_tokens", None) or []) + list(self.slots.ids)
+        if self.injector is not None:
+            self.injector.set(slots, tuple(input_ids.shape), once=True)
+        try:
+            out = self.base.generate(
+                input_ids=input_ids, inputs_embeds=embeds, attention_mask=attention_mask,
+                suppress_tokens=suppress, **generate_kwargs,
+            )
+        finally:
+            if self.injector is not None:
+                self.injector.clear()
+        return out[:, input_ids.shape[1] :]  # given input_ids too, generate returns prompt + new tokens
+
+
+def _check_counts(token: str, found: int, given: int, what: str) -> None:
+    """Every slot token needs exactly one id entry and vice versa."""
+    if found != given:
+        raise SlotError(f"batch has {found} {token} tokens but {given} {what}; slot tokens and ids must match 1:1")

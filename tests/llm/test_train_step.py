@@ -1,0 +1,74 @@
+"""The training step: the loss goes down, accumulation and checkpointing change nothing."""
+
+from __future__ import annotations
+
+import contextlib
+
+import llm_tiny
+import pytest
+import torch
+
+from recexp.llm.collate import Collator
+from recexp.llm.lora import LoraSettings, apply_lora
+from recexp.llm.train_step import autocast_for, enable_gradient_checkpointing, make_optimizer, train_step
+
+
+def lora_model(parts, mode: str):
+    parts.base = apply_lora(parts.base, LoraSettings(r=8, alpha=16, dropout=0.0), parts.slots.ids)
+    return parts.aligned(mode)
+
+
+@pytest.mark.parametrize("mode", ["input_add", "every_layer"])
+def test_loss_goes_down_on_a_toy_task(tiny_parts, mode: str) -> None:
+    model = lora_model(tiny_parts, mode)
+    collator = Collator(tiny_parts.tokenizer, tiny_parts.slots, 256)
+    rows = llm_tiny.toy_rows(16)
+    batches = [collator.pad(rows[:8]), collator.pad(rows[8:])]
+    optimizer = make_optimizer(model, lr=2e-2)
+    losses = [train_step(model, batches, optimizer).loss for _ in range(20)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def params_after_one_sgd_step(parts, batches, checkpointing: bool = False) -> dict[str, torch.Tensor]:
+    model = lora_model(parts, "every_layer")
+    torch.nn.init.normal_(next(p for n, p in model.named_parameters() if "lora_B" in n))  # non-zero B: LoRA A gets grads
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    stats = train_step(model, batches, optimizer, max_grad_norm=None)
+    assert stats.micro_batches == len(batches) and stats.grad_norm > 0
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_accumulated_micro_batches_equal_one_big_batch(tiny_template) -> None:
+    collator = Collator(tiny_template.tokenizer, tiny_template.slots, 256)
+    rows = llm_tiny.toy_rows(6, seed=2) + llm_tiny.varied_rows()[:2]
+    torch.manual_seed(5)
+    big = params_after_one_sgd_step(tiny_template.copy(), [collator.pad(rows)])
+    torch.manual_seed(5)
+    small = params_after_one_sgd_step(tiny_template.copy(), [collator.pad(rows[:3]), collator.pad(rows[3:])])
+    assert big.keys() == small.keys()
+    for name in big:
+        assert torch.allclose(big[name], small[name], atol=1e-6), name
+
+
+def test_gradient_checkpointing_gives_the_same_step_with_every_layer_hooks(tiny_template) -> None:
+    collator = Collator(tiny_template.tokenizer, tiny_template.slots, 256)
+    batches = [collator.pad(llm_tiny.varied_rows())]
+    torch.manual_seed(5)
+    plain = params_after_one_sgd_step(tiny_template.copy(), batches)
+    torch.manual_seed(5)
+    checkpointed = params_after_one_sgd_step(tiny_template.copy(), batches, checkpointing=True)
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
+def test_cpu_trains_in_fp32_without_autocast() -> None:
+    assert isinstance(autocast_for(torch.device("cpu")), contextlib.nullcontext)
+
+
+def test_a_step_without_labels_is_refused(tiny_parts) -> None:
+    model = lora_model(tiny_parts, "input_add")
+    batch = Collator(tiny_parts.tokenizer, tiny_parts.slots, 256).prompts(llm_tiny.toy_rows(2))
+    with pytest.raises(ValueError, match="no labelled tokens"):
+        train_step(model, [batch], make_optimizer(model))
