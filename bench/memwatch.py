@@ -41,7 +41,7 @@ def tree_pss(root: psutil.Process) -> int:
     return total
 
 
-def measure(cmd: list[str], interval: float = 0.2, env: dict[str, str] | None = None) -> Measured:
+def measure(cmd: list[str], interval: float = 0.5, env: dict[str, str] | None = None) -> Measured:
     """Run ``cmd`` to completion, sampling the tree's PSS every ``interval`` seconds."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)

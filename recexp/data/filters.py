@@ -51,14 +51,15 @@ def k_core(x: Interactions, k: int) -> Interactions:
     """Iteratively drop users and items with fewer than ``k`` interactions (``k <= 1``: no-op)."""
     if k <= 1:
         return x
-    while len(x):
-        user_count = np.bincount(x.user)
-        item_count = np.bincount(x.item)
-        keep = (user_count[x.user] >= k) & (item_count[x.item] >= k)
-        if keep.all():
+    # Iterate on a mask over the original rows and copy the columns once at the end.
+    keep = np.ones(len(x), dtype=bool)
+    while keep.any():
+        users, items = x.user[keep], x.item[keep]
+        ok = (np.bincount(users)[users] >= k) & (np.bincount(items)[items] >= k)
+        if ok.all():
             break
-        x = x.take(keep)
-    return x
+        keep[np.flatnonzero(keep)[~ok]] = False
+    return x if keep.all() else x.take(keep)
 
 
 def top_items(x: Interactions, n_items: int) -> Interactions:
