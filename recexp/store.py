@@ -243,13 +243,3 @@ def put_dir(local: str, stage: StageDir, rel: str) -> None:
             with open(src, "rb") as fin, stage.open(f"{rel}/{dest}", "wb") as fout:
                 fout.write(fin.read())
 
-
-def get_dir(stage: StageDir, rel: str, local: str) -> str:
-    """Download ``rel`` (a directory under ``stage``) into the local directory ``local``."""
-    for path in stage.files():
-        if path.startswith(rel.rstrip("/") + "/"):
-            target = os.path.join(local, path[len(rel.rstrip("/")) + 1 :])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with stage.open(path, "rb") as fin, open(target, "wb") as fout:
-                fout.write(fin.read())
-    return local

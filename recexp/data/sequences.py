@@ -2,7 +2,8 @@
 
 The committed ``sequences`` table holds one row per user with the full chronological item list.
 The split is a rule, not a copy of the data: train = all but the last two items,
-valid target = the second last (history: the items before it), test target = the last.
+valid target = the second last (history: the items before it), test target = the last
+(applied by ``recexp.recommender.batches``).
 """
 
 from __future__ import annotations
@@ -49,13 +50,6 @@ def build_tables(x: Interactions, user_names: pa.Array, items: pa.Table) -> tupl
     kept_items = items.take(pa.array(item_codes))
     kept_items = kept_items.add_column(0, "item_id", pa.array(np.arange(len(item_codes), dtype=np.int32)))
     return sequences, kept_items
-
-
-def leave_one_out(item_ids: list[int]) -> tuple[list[int], int, int]:
-    """``(train items, valid target, test target)`` of one chronological sequence (length >= 3)."""
-    if len(item_ids) < 3:
-        raise ValueError(f"leave-one-out needs at least 3 items, got {len(item_ids)}")
-    return item_ids[:-2], item_ids[-2], item_ids[-1]
 
 
 def statistics(sequences: pa.Table, num_items: int) -> dict[str, Any]:
