@@ -202,7 +202,8 @@ def fit(ctx: StageContext, sequences: pa.Table, n_items: int, catalog: str) -> r
         train_loop,
         train_loop_config={"recommender": vars(rc), "n_items": n_items, "n_users": sequences.num_rows,
                            "catalog": catalog, "inject_failure": os.environ.get(FAILURE_ENV)},
-        scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu),
+        scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu,
+                                     resources_per_worker={"CPU": rc.cpus_per_worker}),
         run_config=ray.train.RunConfig(
             name=STAGE, storage_path=storage.path, storage_filesystem=storage.arrow_fs(),
             failure_config=FailureConfig(max_failures=rc.max_failures),

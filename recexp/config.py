@@ -170,6 +170,8 @@ class RecommenderConfig:
     """Stop after the first epoch that ends past this many minutes of training (0 = none)."""
     num_workers: int = 1
     """Ray Train workers (DDP: gloo on CPU, nccl on GPU)."""
+    cpus_per_worker: int = 1
+    """CPUs reserved per worker; also its torch thread count (Ray sets OMP_NUM_THREADS from it)."""
     use_gpu: bool = False
     """One GPU per worker."""
     max_failures: int = 2
@@ -202,6 +204,7 @@ class RecommenderConfig:
         require(self.lr > 0, "lr", "must be > 0")
         require(self.patience >= 1, "patience", "must be >= 1")
         require(self.num_workers >= 1, "num_workers", "must be >= 1")
+        require(self.cpus_per_worker >= 1, "cpus_per_worker", "must be >= 1")
         require(self.max_failures >= -1, "max_failures", "must be >= -1 (-1: unlimited)")
         require(self.topk >= 1 and self.neighbors >= 1, "topk", "topk and neighbors must be >= 1")
         require(0 < self.interested_fraction < 1, "interested_fraction", "must be in (0, 1)")
@@ -257,6 +260,304 @@ class TasksConfig:
         require(self.users_per_partition >= 1, "users_per_partition", "must be >= 1")
 
 
+@dataclass
+class ServeConfig:
+    """The online explanation service run by ``recexp serve`` (Ray Serve)."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP proxy binds; anything but loopback exposes the service to the network."""
+    port: int = 8000
+    """HTTP port."""
+    auth_token: str | None = None
+    """Bearer token required on every route but ``/healthz`` and ``/readyz``; unset: no auth."""
+    model_name: str = "recexp"
+    """OpenAI model id of the base LM (no adapter); ``<model_name>:<adapter>`` selects an adapter."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """Extra aligned adapters ``{name: run_id}`` (that run's ``align/model``) over the same base
+    model and recommender; the served run's own adapter is always ``default``."""
+    max_adapters_per_replica: int = 3
+    """Adapters an Explainer replica keeps loaded; the least recently used one is unloaded."""
+    form: str = ""
+    """Explanation prompt form (behaviour, intention, hybrid); empty: the adapter's aligned form."""
+    max_body_bytes: int = 65536
+    """Largest request body accepted (413 above)."""
+    max_history: int = 200
+    """Longest ``history`` a request may send (422 above)."""
+    max_k: int = 100
+    """Largest ``k`` of ``/v1/recommend``."""
+    max_new_tokens: int = 64
+    """Tokens generated per explanation, and the cap of a chat request's ``max_tokens``."""
+    max_prompt_tokens: int = 1024
+    """Longest prompt in tokens (chat prompts above are refused with 422)."""
+    dtype: str = "float32"
+    """LLM weights dtype (``float32`` on CPU, ``bf16`` on GPU)."""
+    torch_threads: int = 1
+    """Torch threads per replica."""
+    batch_max_size: int = 8
+    """Explainer dynamic batching: most requests per batch (1 = unbatched)."""
+    batch_wait_timeout_s: float = 0.02
+    """Explainer dynamic batching: longest wait for a batch to fill."""
+    min_replicas: int = 1
+    """Explainer autoscaling: fewest replicas."""
+    max_replicas: int = 2
+    """Explainer autoscaling: most replicas."""
+    target_ongoing_requests: float = 4.0
+    """Explainer autoscaling: ongoing requests per replica the autoscaler aims at."""
+    upscale_delay_s: float = 30.0
+    """Explainer autoscaling: how long load must stay high before adding replicas."""
+    downscale_delay_s: float = 300.0
+    """Explainer autoscaling: how long load must stay low before removing replicas."""
+    metrics_interval_s: float = 10.0
+    """Explainer autoscaling: how often replicas report their load."""
+    look_back_period_s: float = 30.0
+    """Explainer autoscaling: window the load is averaged over."""
+    max_ongoing_requests: int = 16
+    """Requests one Explainer replica works on at once (a full batch plus the next one filling)."""
+    max_queued_requests: int = 64
+    """Requests waiting for an Explainer replica; more are refused with 503 and ``Retry-After``
+    (-1: no limit)."""
+    retry_after_s: int = 1
+    """``Retry-After`` of a 503 under overload."""
+    request_timeout_s: float = 120.0
+    """End-to-end HTTP request timeout (the proxy answers 408 after it)."""
+    health_check_period_s: float = 10.0
+    """How often Serve checks each replica."""
+    health_check_timeout_s: float = 30.0
+    """A replica whose health check takes longer is restarted."""
+    explainer_cpus: float = 1.0
+    """CPUs reserved per Explainer replica."""
+    recommender_cpus: float = 0.5
+    """CPUs reserved per Recommender replica."""
+    recommender_replicas: int = 1
+    """Recommender replicas (it is cheap: top-k is one matrix product)."""
+
+    def __post_init__(self) -> None:
+        require(1 <= self.port <= 65535, "port", "must be in [1, 65535]")
+        require(self.auth_token is None or len(self.auth_token) >= 8, "auth_token", "use at least 8 characters")
+        require(bool(self.model_name) and ":" not in self.model_name, "model_name", "non-empty, without ':'")
+        for name in self.adapters:
+            require(name.isidentifier() and name != "base", f"adapters.{name}", "use a Python identifier, not 'base'")
+        require(self.form in ("",) + FORMS, "form", f"one of {', '.join(FORMS)} or empty")
+        require(self.max_adapters_per_replica >= 1, "max_adapters_per_replica", "must be >= 1")
+        for key in ("max_body_bytes", "max_history", "max_k", "max_new_tokens", "max_prompt_tokens", "torch_threads",
+                    "batch_max_size", "max_ongoing_requests", "recommender_replicas"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.max_queued_requests >= 1 or self.max_queued_requests == -1, "max_queued_requests", ">= 1 or -1")
+        require(1 <= self.min_replicas <= self.max_replicas, "min_replicas", "need 1 <= min_replicas <= max_replicas")
+        require(self.target_ongoing_requests > 0, "target_ongoing_requests", "must be > 0")
+        require(self.batch_wait_timeout_s >= 0 and self.retry_after_s >= 0, "batch_wait_timeout_s", "must be >= 0")
+        require(self.explainer_cpus > 0 and self.recommender_cpus > 0, "explainer_cpus", "CPUs must be > 0")
+
+
+ALIGN_TASKS = ("t1", "t2", "t3", "t4", "t5", "t6", "t7")
+
+
+@dataclass
+class AlignConfig:
+    """LoRA alignment of an LLM to the recommender (``align``): Ray Train + DeepSpeed."""
+
+    model: str = "default"
+    """Base LLM: ``default`` (SmolLM2-135M-Instruct, ``python -m recexp.llm.fetch_default``), an HF
+    model directory, a ``.gguf`` file, or an ``s3://`` URL of either (copied to a local cache)."""
+    form: Literal["behaviour", "intention", "hybrid"] = "intention"
+    """Which prompt form of the alignment data to train on (RecExplainer-B / -I / -H)."""
+    tasks: list[str] = field(default_factory=lambda: list(ALIGN_TASKS))
+    """Task ids whose train rows are used (those present in the data; ``explain`` rows are not
+    training targets)."""
+    injection_mode: Literal["input_add", "input_replace", "every_layer"] = "input_add"
+    """How projected recommender vectors enter the LLM at slot tokens (see recexp.llm.inject)."""
+    max_rows: int = 0
+    """Train on a seeded sample of this many rows (0 = all): bounded CPU runs, demos."""
+    max_length: int = 512
+    """Context length: a longer example is an error before training starts; packed rows' width."""
+    batching: Literal["packed", "grouped", "padded"] = "packed"
+    """``packed``: several examples per row, block-diagonal attention; ``grouped``: one example
+    per row, similar lengths batched together; ``padded``: one per row, random order."""
+    micro_batch_size: int = 4
+    """Rows per micro-batch and worker (packed rows when ``batching=packed``)."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer step."""
+    epochs: int = 1
+    """Passes over the train rows."""
+    max_steps: int = 0
+    """Total optimizer steps, cycling epochs as needed (0 = ``epochs`` decide)."""
+    time_budget_min: float = 0.0
+    """Stop at the first step past this many minutes of training (0 = none)."""
+    lr: float = 2e-4
+    """Peak learning rate (AdamW), reached after ``warmup_steps``, then cosine decay to 10%."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0 = off)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (update scaled by alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module name suffixes that get LoRA."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+    strategy: Literal["deepspeed", "ddp"] = "deepspeed"
+    """Distributed training: DeepSpeed ZeRO (``deepspeed_config``) or plain PyTorch DDP."""
+    deepspeed_config: str = "configs/deepspeed/zero2.json"
+    """DeepSpeed JSON (ZeRO stage etc.); batch sizes, clipping and precision are filled in from
+    this section. Relative paths resolve against the working directory, then the repository."""
+    num_workers: int = 1
+    """Ray Train workers (gloo on CPU, nccl on GPU)."""
+    cpus_per_worker: int = 1
+    """CPUs per worker; also its torch thread count."""
+    use_gpu: bool = False
+    """One GPU per worker; bf16 autocast (fp32 on CPU)."""
+    checkpoint_every: int = 50
+    """Optimizer steps between checkpoints (a checkpoint is also taken at the end)."""
+    max_failures: int = 2
+    """Worker failures to recover from (from the latest checkpoint)."""
+    log_every: int = 5
+    """Optimizer steps between log lines / ``train_log.jsonl`` rows."""
+    merged: bool = False
+    """Also export base + adapter merged into one ordinary checkpoint."""
+    seed: int = 0
+    """Seed of LoRA / connector initialisation, row sampling and batch order."""
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            require(task in ALIGN_TASKS, "tasks", f"unknown task {task!r} (known: {', '.join(ALIGN_TASKS)})")
+        require(bool(self.tasks), "tasks", "must not be empty")
+        require(self.max_rows >= 0 and self.max_steps >= 0, "max_rows", "max_rows and max_steps must be >= 0")
+        require(self.max_length >= 16, "max_length", "must be >= 16")
+        require(self.micro_batch_size >= 1 and self.grad_accum >= 1, "micro_batch_size", "micro_batch_size and grad_accum must be >= 1")
+        require(self.epochs >= 1, "epochs", "must be >= 1")
+        require(self.lr > 0 and self.warmup_steps >= 0, "lr", "lr must be > 0 and warmup_steps >= 0")
+        require(self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r", "lora_r and lora_alpha must be >= 1")
+        require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
+        require(bool(self.lora_targets), "lora_targets", "must not be empty")
+        require(self.num_workers >= 1 and self.cpus_per_worker >= 1, "num_workers", "num_workers and cpus_per_worker must be >= 1")
+        require(self.checkpoint_every >= 1 and self.log_every >= 1, "checkpoint_every", "checkpoint_every and log_every must be >= 1")
+        require(self.max_failures >= -1, "max_failures", "must be >= -1 (-1: unlimited)")
+
+
+EVAL_MODELS = ("aligned", "unaligned", "base", "base-icl", "popularity", "random")
+EVAL_TASKS = ("t1", "t2", "t3", "t6", "item-recovery", "t7")
+
+
+@dataclass
+class EvaluateConfig:
+    """RecExplainer's Table 1 protocol on the test rows (``evaluate``), with baselines."""
+
+    models: list[str] = field(default_factory=lambda: list(EVAL_MODELS))
+    """Models to evaluate: ``aligned`` (the align stage's export, on its form's rows), ``unaligned``
+    (the same model before training: seeded connectors, no-op LoRA; same rows), ``base`` (the base LM
+    zero-shot on behaviour rows), ``base-icl`` (the same with ``icl_shots`` train examples),
+    ``popularity``, ``random``."""
+    tasks: list[str] = field(default_factory=lambda: ["t1", "t2", "t3", "t6", "item-recovery"])
+    """Tasks: t1 (HR/NDCG@k of k beams), t2 (graded NDCG@k), t3 (Yes/No logit accuracy), t6
+    (history coverage ratio), item-recovery (T4 iid2title accuracy), t7 (added-item accuracy)."""
+    form: str = ""
+    """Rows the aligned and unaligned models answer (behaviour, intention, hybrid); empty: the
+    form the aligned model was trained on (its ``recexp.json``)."""
+    max_rows: int = 100
+    """Test rows per task and form, the same examples in every form (seeded); 0 = all."""
+    batch_size: int = 8
+    """Prompts per generation batch."""
+    candidates: int = 5
+    """T1 beams (answers returned) and the k of HR@k / NDCG@k."""
+    title_tokens: int = 48
+    """New tokens for a one-title answer (T1, item recovery, T7)."""
+    list_tokens: int = 160
+    """New tokens for a list answer (T2, T6)."""
+    fuzzy: float = 0.0
+    """Fuzzy title grounding: the ``difflib`` ratio a title must reach (0 = exact normalised match)."""
+    icl_shots: int = 2
+    """``base-icl``: train examples put before each prompt."""
+    icl_pool: int = 200
+    """``base-icl``: train rows per task the examples are drawn from."""
+    max_length: int = 2048
+    """Longest prompt in tokens; longer prompts are skipped and counted."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
+    dtype: str = ""
+    """LLM weights dtype: empty = float32; ``bf16`` on a GPU."""
+    seed: int = 0
+    """Seed of row selection, few-shot examples, fresh connectors and the random baseline."""
+    samples: int = 3
+    """Answers per model and task kept in ``samples.json``."""
+    compare: list[str] = field(default_factory=list)
+    """Run ids whose committed ``evaluate`` metrics go beside this run's in ``comparison.md``."""
+
+    def __post_init__(self) -> None:
+        for model in self.models:
+            require(model in EVAL_MODELS, "models", f"unknown model {model!r} (known: {', '.join(EVAL_MODELS)})")
+        for task in self.tasks:
+            require(task in EVAL_TASKS, "tasks", f"unknown task {task!r} (known: {', '.join(EVAL_TASKS)})")
+        require(self.form in ("",) + FORMS, "form", f"one of {', '.join(FORMS)} or empty")
+        for key in ("max_rows", "icl_shots", "samples"):
+            require(getattr(self, key) >= 0, key, "must be >= 0")
+        for key in ("batch_size", "candidates", "title_tokens", "list_tokens", "icl_pool", "max_length"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(0.0 <= self.fuzzy <= 1.0, "fuzzy", "must be in [0, 1]")
+
+
+@dataclass
+class ExplainConfig:
+    """Batch explanations of recommendations (``explain``): a Ray Data actor pool of LLM workers."""
+
+    pairs: str = ""
+    """Parquet or CSV file (local or ``s3://``) of ``user_id, item_id`` pairs to explain; empty:
+    every user (or ``users``) x their top-``k`` items from ``train-recommender``'s topk.parquet."""
+    users: list[int] = field(default_factory=list)
+    """Top-k mode: only these user ids (empty: all users)."""
+    k: int = 5
+    """Top-k mode: items explained per user (the first ``k`` of the user's last exported ranking)."""
+    form: str = ""
+    """Prompt form (behaviour, intention, hybrid); empty: the form the aligned model was trained on."""
+    template: int = 0
+    """Index of the ``uidiid2explan`` template used for every prompt (fixed: same request, same prompt)."""
+    max_new_tokens: int = 64
+    """Most tokens generated per explanation."""
+    do_sample: bool = False
+    """Sample (``temperature``, ``top_p``) instead of greedy / beam decoding."""
+    temperature: float = 1.0
+    """Sampling temperature (``do_sample`` only)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (``do_sample`` only)."""
+    num_beams: int = 1
+    """Beam search width (1 = greedy or sampling)."""
+    repetition_penalty: float = 1.0
+    """``generate``'s repetition penalty (1 = none)."""
+    batch_size: int = 16
+    """Prompts per generation batch (length-sorted, left-padded, KV cache)."""
+    partition_size: int = 256
+    """Requests per committed partition: the unit of resumption after a kill."""
+    actors: int = 2
+    """LLM workers in the Ray Data actor pool."""
+    cpus_per_actor: int = 1
+    """CPUs reserved per worker; also its torch thread count."""
+    num_gpus: float | None = None
+    """GPUs per worker; unset: 1 when the Ray cluster has GPUs, else 0."""
+    dtype: str = ""
+    """LLM weights dtype: empty = bf16 on a GPU, float32 on CPU."""
+    max_prompt_tokens: int = 2048
+    """Longest prompt in tokens (a longer one is an error naming the request)."""
+    reuse_runs: list[str] = field(default_factory=list)
+    """Earlier runs whose committed explanations are copied instead of regenerated when their
+    (user, item, adapter) matches a request (ignored with ``force=true``); each output carries
+    its reused rows, so last night's run alone covers all earlier ones."""
+
+    def __post_init__(self) -> None:
+        require(self.form in ("",) + FORMS, "form", f"one of {', '.join(FORMS)} or empty")
+        for key in ("k", "max_new_tokens", "num_beams", "batch_size", "partition_size", "actors", "cpus_per_actor",
+                    "max_prompt_tokens"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.template >= 0, "template", "must be >= 0")
+        require(self.temperature > 0 and 0 < self.top_p <= 1, "temperature", "need temperature > 0, 0 < top_p <= 1")
+        require(self.repetition_penalty > 0, "repetition_penalty", "must be > 0")
+        require(self.num_gpus is None or self.num_gpus >= 0, "num_gpus", "must be >= 0")
+
+
 PIPELINE_STAGES = ("ingest", "train-recommender", "build-alignment-data", "align", "evaluate", "explain")
 
 
@@ -288,6 +589,10 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self) -> None:

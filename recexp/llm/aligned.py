@@ -72,11 +72,20 @@ class AlignedLM(nn.Module):
         if rec_dim != connectors.rec_dim:
             raise SlotError(f"recommender vectors are {rec_dim}-d but the connectors take {connectors.rec_dim}-d")
         self.base = base
-        self.recommender = recommender.eval().requires_grad_(False)
+        # The recommender is a frozen black box, not part of the trained module: it is kept
+        # outside the module tree so that DeepSpeed / DDP never partition, cast (bf16) or
+        # broadcast it, and its vectors stay those it computes everywhere else (move it to a
+        # device with ``model.recommender.to(...)``).
+        object.__setattr__(self, "_recommender", recommender.eval().requires_grad_(False))
         self.connectors = connectors
         self.slots = slots
         self.mode = mode
         self.injector = QKVInjector(base, self._decoder()) if mode == "every_layer" else None
+
+    @property
+    def recommender(self) -> Recommender:
+        """The frozen recommender (not a submodule: see ``__init__``)."""
+        return self._recommender
 
     def _decoder(self) -> nn.Module:
         """The decoder stack inside the (possibly PEFT-wrapped) causal LM."""

@@ -27,7 +27,7 @@ class StepStats:
 
     loss: float
     """Mean token loss over the step's labelled tokens."""
-    label_tokens: int
+    label_tokens: float
     grad_norm: float
     """Gradient norm before clipping."""
     micro_batches: int
@@ -59,7 +59,7 @@ def make_optimizer(model: nn.Module, lr: float = 2e-4, weight_decay: float = 0.0
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def micro_loss(model: nn.Module, batch: AlignBatch, num_items: int, device: torch.device) -> torch.Tensor:
+def micro_loss(model: nn.Module, batch: AlignBatch, num_items: float, device: torch.device) -> torch.Tensor:
     """Forward of one micro-batch: its summed token loss divided by ``num_items``."""
     with autocast_for(device):
         return model(**batch.to(device).model_inputs(), num_items_in_batch=num_items).loss
@@ -80,10 +80,15 @@ def train_step(
     max_grad_norm: float | None = 1.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     device: torch.device | str | None = None,
+    num_items: float | None = None,
 ) -> StepStats:
-    """Accumulate gradients over ``micro_batches``, clip, step the optimizer (and scheduler)."""
+    """Accumulate gradients over ``micro_batches``, clip, step the optimizer (and scheduler).
+
+    ``num_items``: the loss divisor; default the labelled tokens of ``micro_batches``. Data
+    parallel workers pass (global labelled tokens / world size), because DDP and DeepSpeed
+    average gradients over workers."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    num_items = sum(b.num_label_tokens for b in micro_batches)
+    num_items = num_items if num_items is not None else sum(b.num_label_tokens for b in micro_batches)
     if num_items == 0:
         raise ValueError("no labelled tokens in this step's micro-batches")
     model.train()
