@@ -59,7 +59,9 @@ def save_aligned(
         raise ValueError("save_aligned expects an AlignedLM whose base is a PeftModel (see recexp.llm.lora)")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    model.base.save_pretrained(out / ADAPTER_DIR, safe_serialization=True)
+    # The slot rows are in the adapter (trainable tokens); every other row of the resized embedding
+    # is rebuilt identically at load time, so the whole embedding matrix need not be stored.
+    model.base.save_pretrained(out / ADAPTER_DIR, safe_serialization=True, save_embedding_layers=False)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.connectors.state_dict().items()}
     save_file(tensors, str(out / CONNECTORS_FILE))
     tokenizer.save_pretrained(out / TOKENIZER_DIR)

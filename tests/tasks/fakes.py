@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ import pyarrow as pa
 import torch
 
 import recexp.recommender as rec
+from recexp.data.sequences import catalog_fingerprint
 from recexp.recommender.inference import item_neighbors, score_thresholds, topk
 from recexp.store import StageDir, Store
 
@@ -146,8 +146,8 @@ def commit_stage(store: Store, run_id: str, stage: str, write: Callable[[StageDi
     return store.commit(staging, run_id, stage, {"fake": True})
 
 
-def _write_recommender(staging: StageDir, model: rec.Recommender, sequences: pa.Table, k: int) -> None:
-    fingerprint = "sha256:" + hashlib.sha256(str(model.n_items).encode()).hexdigest()
+def _write_recommender(staging: StageDir, model: rec.Recommender, sequences: pa.Table, items: pa.Table, k: int) -> None:
+    fingerprint = catalog_fingerprint(items)  # what the real stage records
     with tempfile.TemporaryDirectory() as local:
         rec.save(model, Path(local) / "encoder", fingerprint)
         for name in ("config.json", "model.safetensors"):
@@ -179,7 +179,7 @@ def commit_upstream(
 
     commit_stage(store, run_id, "ingest", write_ingest)
     model = fake_encoder(n_items, max_len=max_len, seed=seed)
-    commit_stage(store, run_id, "train-recommender", lambda s: _write_recommender(s, model, sequences, k))
+    commit_stage(store, run_id, "train-recommender", lambda s: _write_recommender(s, model, sequences, items, k))
     return sequences, items
 
 
@@ -187,7 +187,8 @@ def commit_fake_recommender(store: Store, run_id: str, seed: int = 0, max_len: i
     """Commit a random-init SASRec ``train-recommender`` stage over the run's committed ingest."""
     ingest = store.committed(run_id, "ingest")
     sequences = ingest.read_table("sequences.parquet", columns=["user_id", "item_ids"])
-    n_items = ingest.read_table("items.parquet", columns=["item_id"]).num_rows
+    items = ingest.read_table("items.parquet", columns=["item_id", "item"])
+    n_items = items.num_rows
     torch.manual_seed(seed)
     model = rec.SASRec(rec.SASRecConfig(n_items=n_items, d=d, max_len=max_len, dropout=0.0)).eval()
-    commit_stage(store, run_id, "train-recommender", lambda s: _write_recommender(s, model, sequences, k))
+    commit_stage(store, run_id, "train-recommender", lambda s: _write_recommender(s, model, sequences, items, k))
