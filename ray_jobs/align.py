@@ -107,6 +107,10 @@ def _maybe_fail(spec: str | None, step: int, rank: int) -> None:
     at_step, at_rank, marker = spec.split(":", 2)
     if step == int(at_step) and rank == int(at_rank) and not os.path.exists(marker):
         open(marker, "w").close()
+        # Ray Train collects reports at each health check (2 s): die after that, so that the
+        # test sees a resume from the latest checkpoint. (A crash right after a report can lose
+        # that checkpoint; the run then resumes from the one before, which is also correct.)
+        time.sleep(5)
         os._exit(1)
 
 

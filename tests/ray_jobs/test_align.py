@@ -96,7 +96,7 @@ def test_loss_goes_down_over_more_steps(store_root: str) -> None:
     align(store_root, "longer", "align.form=intention", "align.max_steps=12", "align.checkpoint_every=12", "align.lr=0.01")
     log = [json.loads(line) for line in committed(store_root, "longer").open("train_log.jsonl", "r").read().splitlines()]
     first, last = sum(r["loss"] for r in log[:3]) / 3, sum(r["loss"] for r in log[-3:]) / 3
-    assert last < 0.8 * first
+    assert last < 0.9 * first
 
 
 def test_worker_killed_mid_training_resumes_from_the_checkpoint(store_root: str, trained: dict, tmp_path: Path,
