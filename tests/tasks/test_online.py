@@ -1,0 +1,69 @@
+"""Online explanation prompts are exactly the explanation rows of build-alignment-data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import MAX_LEN, make_ctx
+
+from recexp.errors import DataError
+from recexp.tasks import UserRecord
+from recexp.tasks.interest import InterestPair, build_explain
+from recexp.tasks.online import ONLINE_SPLIT, explain_rows
+from recexp.tasks.rows import check_row
+
+HISTORY = [0, 8, 9, 17, 150, 3, 12, 30, 31, 44, 1]  # hostile titles among them (ids < 31)
+ITEM = 2  # title "<USER> meets <Item>"
+
+
+@pytest.mark.parametrize("template", [0, 4, 9])
+def test_rows_equal_the_training_explanation_rows(data, template: int) -> None:
+    ctx = make_ctx(data)
+    user = UserRecord(7, np.array(HISTORY + [5], dtype=np.int64))
+    pair = InterestPair(7, len(HISTORY), "test", "Yes", ITEM, 0.5, 0.4, 0.1, 0.0, 0.0, (template + 0.5) / 10)
+    built = build_explain([pair], [user], ctx).to_pylist()
+    assert [r["form"] for r in built] == ["behaviour", "hybrid", "intention"]
+    for want in built:
+        got = explain_rows(
+            ctx.catalog, [HISTORY], [ITEM], form=want["form"], max_hist=ctx.params.max_hist, max_len=MAX_LEN,
+            template_index=template, templates=ctx.templates, user_ids=[7],
+        )[0]
+        for key in ("task", "form", "user_id", "position", "messages", "history_ids", "item_slot_ids"):
+            assert got[key] == want[key], key
+        assert json.loads(got["meta"]) == {"subtask": "uidiid2explan", "template": template, "item_id": ITEM}
+        assert got["split"] == ONLINE_SPLIT and got["response"] == ""
+
+
+def test_order_slots_and_defaults(data) -> None:
+    ctx = make_ctx(data)
+    histories = [[4, 5, 6], list(range(40, 60)), [7]]
+    rows = explain_rows(ctx.catalog, histories, [9, 8, 7], form="hybrid", max_hist=3, max_len=MAX_LEN)
+    assert [r["user_id"] for r in rows] == [-1, -1, -1] and [r["position"] for r in rows] == [3, 20, 1]
+    assert [r["item_slot_ids"] for r in rows] == [[9], [8], [7]]
+    assert rows[1]["history_ids"] == [list(range(60 - MAX_LEN, 60))]  # the recommender's window
+    assert rows[1]["messages"][-1]["content"].count('"') == 2 * (3 + 1)  # max_hist titles + the item
+    for row in rows:
+        check_row(row["messages"], row["response"], row["history_ids"], row["item_slot_ids"])
+    behaviour = explain_rows(ctx.catalog, histories, [9, 8, 7], form="behaviour", max_hist=3, max_len=MAX_LEN)
+    assert all(r["history_ids"] == [] and r["item_slot_ids"] == [] for r in behaviour)
+
+
+@pytest.mark.parametrize(
+    ("histories", "items", "options", "message"),
+    [
+        ([[1, 2], []], [3, 4], {}, r"pair 1 \(user -1, item 4\): empty history"),
+        ([[1, 2]], [200], {}, "unknown item id 200"),
+        ([[1, -2]], [3], {}, "unknown item id -2"),
+        ([[1, 2]], [3, 4], {}, "differ in length"),
+        ([[1, 2]], [3], {"form": "poetry"}, "unknown form 'poetry'"),
+        ([[1, 2]], [3], {"template_index": 10}, "template_index 10 out of range"),
+        ([[1, 2]], [3], {"max_hist": 0}, "max_hist and max_len"),
+    ],
+)
+def test_bad_requests_name_the_problem(data, histories, items, options, message) -> None:
+    ctx = make_ctx(data)
+    kwargs = {"form": "intention", "max_hist": 5, "max_len": MAX_LEN, **options}
+    with pytest.raises(DataError, match=message):
+        explain_rows(ctx.catalog, histories, items, **kwargs)
