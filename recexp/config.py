@@ -487,6 +487,9 @@ class EvaluateConfig:
     """Answers per model and task kept in ``samples.json``."""
     compare: list[str] = field(default_factory=list)
     """Run ids whose committed ``evaluate`` metrics go beside this run's in ``comparison.md``."""
+    explanations: bool = False
+    """Also score the committed ``explain`` stage's explanations (task ``explanations``: unique-sentence
+    ratio, length, faithfulness of cited history items); ``evaluate.max_rows`` of them, 0 = all."""
 
     def __post_init__(self) -> None:
         for model in self.models:
