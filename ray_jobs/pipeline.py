@@ -36,7 +36,8 @@ def run_pipeline(cfg: RunConfig) -> dict[str, dict]:
                 raise
             log(f"{stage}: not built yet in this version of recexp; the pipeline stops here")
             break
-        summaries[stage] = run_stage(stage, cfg, module.run)["summary"]
+        execute = getattr(module, "execute", None)  # recipes with work after their commit (explain's cleanup)
+        summaries[stage] = (execute(cfg) if execute else run_stage(stage, cfg, module.run))["summary"]
     print_summary(cfg, summaries)
     return summaries
 
