@@ -330,6 +330,12 @@ class ServeConfig:
     """CPUs reserved per Recommender replica."""
     recommender_replicas: int = 1
     """Recommender replicas (it is cheap: top-k is one matrix product)."""
+    rollout_surge_percent: int = 100
+    """Extra replicas (percent of the target) started when a redeploy restarts replicas: old ones
+    serve until their replacements are ready (0: replace in place, needs no spare resources)."""
+    front_max_ongoing_requests: int = 512
+    """Requests the ingress and each Recommender replica take at once (they are light: the
+    ingress awaits the others, top-k is one matrix product); the Explainer's limits decide."""
 
     def __post_init__(self) -> None:
         require(1 <= self.port <= 65535, "port", "must be in [1, 65535]")
@@ -340,11 +346,12 @@ class ServeConfig:
         require(self.form in ("",) + FORMS, "form", f"one of {', '.join(FORMS)} or empty")
         require(self.max_adapters_per_replica >= 1, "max_adapters_per_replica", "must be >= 1")
         for key in ("max_body_bytes", "max_history", "max_k", "max_new_tokens", "max_prompt_tokens", "torch_threads",
-                    "batch_max_size", "max_ongoing_requests", "recommender_replicas"):
+                    "batch_max_size", "max_ongoing_requests", "recommender_replicas", "front_max_ongoing_requests"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.max_queued_requests >= 1 or self.max_queued_requests == -1, "max_queued_requests", ">= 1 or -1")
         require(1 <= self.min_replicas <= self.max_replicas, "min_replicas", "need 1 <= min_replicas <= max_replicas")
         require(self.target_ongoing_requests > 0, "target_ongoing_requests", "must be > 0")
+        require(0 <= self.rollout_surge_percent <= 100, "rollout_surge_percent", "must be in [0, 100]")
         require(self.batch_wait_timeout_s >= 0 and self.retry_after_s >= 0, "batch_wait_timeout_s", "must be >= 0")
         require(self.explainer_cpus > 0 and self.recommender_cpus > 0, "explainer_cpus", "CPUs must be > 0")
 
