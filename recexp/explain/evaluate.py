@@ -22,6 +22,7 @@ context (only when there are any).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from recexp.explain.metrics import graded_ndcg, history_coverage, item_hit, mean
 from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator
 from recexp.llm.errors import ContextLengthError
+from recexp.runner import log
 
 
 @dataclass
@@ -188,7 +190,9 @@ def evaluate_llm(
             out.metrics[f"{name}/{task}/skipped"] = float(skipped)
         if not rows:
             continue
+        start = time.perf_counter()
         answers = llm_answers(TASKS[task].kind, model, collator, rows, index, titles, settings)
+        log(f"evaluate: {name}/{task}: {len(rows)} rows in {time.perf_counter() - start:.1f}s")
         out.metrics.update(task_metrics(name, task, rows, answers, settings.candidates))
         out.samples += samples_of(name, task, rows, answers, settings.samples)
     return out
