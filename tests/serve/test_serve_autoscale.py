@@ -10,7 +10,8 @@ from conftest import serve_config
 from load_loop import Load
 from ray import serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+STARTUP_S = 300  # a new replica loads its model; on a busy 2-core machine that takes minutes
 
 
 def running_replicas() -> int:
@@ -32,7 +33,7 @@ def test_explainer_scales_up_under_load_and_back_down(store_root, start_app) -> 
     url = start_app(cfg)
     assert running_replicas() == 1
     with Load(url, clients=6) as load:
-        scaled_up = wait_for(lambda: running_replicas() == 2, timeout=90)
+        scaled_up = wait_for(lambda: running_replicas() == 2, timeout=STARTUP_S)
     assert scaled_up, "no second replica under sustained load"
     assert load.codes and load.failed == 0
-    assert wait_for(lambda: running_replicas() == 1, timeout=90), "did not scale back down"
+    assert wait_for(lambda: running_replicas() == 1, timeout=STARTUP_S), "did not scale back down"

@@ -10,7 +10,8 @@ from conftest import serve_config, wait_ready
 from load_loop import Load
 from ray import serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+REQUESTS = 300
 
 
 def explainer_replicas() -> list[str]:
@@ -23,15 +24,15 @@ def test_killed_replica_loses_at_most_one_percent(store_root, start_app) -> None
     url = start_app(cfg)
     victims = explainer_replicas()
     assert len(victims) == 2, victims
-    with Load(url, clients=4, limit=400) as load:
-        while len(load.codes) < 100:
+    with Load(url, clients=4, limit=REQUESTS) as load:
+        while len(load.codes) < REQUESTS // 5:
             time.sleep(0.05)
         ray.kill(ray.get_actor(victims[0], namespace="serve"), no_restart=True)
-        while len(load.codes) < 400:
+        while len(load.codes) < REQUESTS:
             time.sleep(0.1)
-    assert len(load.codes) == 400
-    assert load.failed <= 4, sorted(set(load.codes))
-    deadline = time.time() + 90
+    assert len(load.codes) == REQUESTS
+    assert load.failed <= REQUESTS // 100, sorted(set(load.codes))  # <= 1%
+    deadline = time.time() + 300
     while time.time() < deadline:
         status = serve.status().applications["recexp"].deployments["Explainer"]
         if status.replica_states.get("RUNNING", 0) == 2 and set(explainer_replicas()) - set(victims):
