@@ -53,6 +53,7 @@ from recexp.llm.export import save_aligned
 from recexp.llm.lora import LoraSettings, count_parameters
 from recexp.llm.slots import hidden_size
 from recexp.llm.train_log import loss_png, mfu, peak_memory_mb
+from recexp.dist import all_reduce, maybe_fail
 from recexp.runner import StageContext, init_ray, log, run_stage
 from recexp.store import put_dir
 
@@ -88,30 +89,6 @@ def _examples(shard_data: Any, rank: int, world: int) -> list[Encoded]:
     return [Encoded(*fields) for fields in zip(*(columns[n] for n in EXAMPLE_SCHEMA.names))]
 
 
-def _all_reduce(values: dict[str, float], op: str = "sum") -> dict[str, float]:
-    """Sum / max / min of ``values`` over the workers (identity without a process group)."""
-    if not torch.distributed.is_initialized():
-        return values
-    keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    ops = {"sum": torch.distributed.ReduceOp.SUM, "max": torch.distributed.ReduceOp.MAX,
-           "min": torch.distributed.ReduceOp.MIN}
-    torch.distributed.all_reduce(tensor, op=ops[op])
-    return dict(zip(keys, tensor.tolist()))
-
-
-def _maybe_fail(spec: str | None, step: int, rank: int) -> None:
-    """Fault injection for tests: kill this worker process once, at the given step and rank."""
-    if not spec:
-        return
-    at_step, at_rank, marker = spec.split(":", 2)
-    if step == int(at_step) and rank == int(at_rank) and not os.path.exists(marker):
-        open(marker, "w").close()
-        # Ray Train collects reports at each health check (2 s): die after that, so that the
-        # test sees a resume from the latest checkpoint. (A crash right after a report can lose
-        # that checkpoint; the run then resumes from the one before, which is also correct.)
-        time.sleep(5)
-        os._exit(1)
 
 
 class Schedule:
@@ -121,7 +98,7 @@ class Schedule:
         self.examples, self.ac = examples, ac
         self.lengths = [len(e) for e in examples]
         local = len(self._plan(0)) // ac.grad_accum
-        self.steps_per_epoch = int(_all_reduce({"steps": float(local)}, op="min")["steps"])
+        self.steps_per_epoch = int(all_reduce({"steps": float(local)}, op="min")["steps"])
         if self.steps_per_epoch < 1:
             raise DataError(f"too few examples for one optimizer step per worker ({len(examples)} on a worker, "
                             f"micro_batch_size {ac.micro_batch_size} x grad_accum {ac.grad_accum})")
@@ -208,15 +185,15 @@ def _train(engine: Any, schedule: Schedule, state: dict[str, Any], config: dict[
     started = time.perf_counter() - state["seconds"]
     window = {"real": 0.0, "padded": 0.0, "seconds": 0.0}
     for step in range(state["step"], schedule.total_steps):
-        _maybe_fail(config.get("inject_failure"), step, rank)
+        maybe_fail(config.get("inject_failure"), step, rank)
         tick = time.perf_counter()
         micro = schedule.micro_batches(step)
         batches = [collate(schedule.examples, m, pad_id, packed, ac.max_length) for m in micro]
-        tokens = _all_reduce({"labels": float(sum(b.num_label_tokens for b in batches))})["labels"]
+        tokens = all_reduce({"labels": float(sum(b.num_label_tokens for b in batches))})["labels"]
         stats = engine.step(batches, max(tokens, 1.0) / world)
         real, padded = token_counts(schedule.examples, micro)
         window = {k: window[k] + v for k, v in (("real", real), ("padded", padded), ("seconds", time.perf_counter() - tick))}
-        elapsed = _all_reduce({"t": time.perf_counter() - started}, op="max")["t"]
+        elapsed = all_reduce({"t": time.perf_counter() - started}, op="max")["t"]
         over_time = ac.time_budget_min > 0 and elapsed > 60 * ac.time_budget_min
         last = step + 1 == schedule.total_steps or over_time
         if (step + 1) % ac.log_every == 0 or last:
@@ -235,9 +212,9 @@ def _log_row(step: int, loss: float, window: dict[str, float], elapsed: float, c
              device: torch.device) -> dict[str, Any]:
     """One ``train_log.jsonl`` row; sums over workers (tokens/s) or means (loss)."""
     world = ray.train.get_context().get_world_size()
-    total = _all_reduce({"loss": loss, "real": window["real"], "padded": window["padded"]})
-    seconds = _all_reduce({"s": window["seconds"]}, op="max")["s"]
-    memory = _all_reduce({"mb": peak_memory_mb(device)}, op="max")["mb"]
+    total = all_reduce({"loss": loss, "real": window["real"], "padded": window["padded"]})
+    seconds = all_reduce({"s": window["seconds"]}, op="max")["s"]
+    memory = all_reduce({"mb": peak_memory_mb(device)}, op="max")["mb"]
     tokens_per_s = total["padded"] / max(seconds, 1e-9)
     row = {
         "step": step + 1, "loss": total["loss"] / world, "elapsed_s": round(elapsed, 2),

@@ -57,6 +57,7 @@ from recexp.recommender.batches import check_item_ids, to_csr
 from recexp.recommender.curves import curves_png, epochs_jsonl
 from recexp.recommender.factory import build_model
 from recexp.recommender.inference import thresholds_from_scores
+from recexp.dist import all_reduce, maybe_fail
 from recexp.runner import StageContext, init_ray, log, run_stage
 from recexp.store import put_dir
 
@@ -76,24 +77,6 @@ def _shard_sequences(shard: Any) -> tuple[pa.ChunkedArray, np.ndarray]:
     return table["item_ids"], table["user_id"].to_numpy()
 
 
-def _all_reduce(values: dict[str, float], op: str = "sum") -> dict[str, float]:
-    """Sum (or max) ``values`` over the workers (identity without a process group)."""
-    if not torch.distributed.is_initialized():
-        return values
-    keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM)
-    return dict(zip(keys, tensor.tolist()))
-
-
-def _maybe_fail(spec: str | None, epoch: int, rank: int) -> None:
-    """Fault injection for tests: kill this worker process once, at the given epoch and rank."""
-    if not spec:
-        return
-    at_epoch, at_rank, marker = spec.split(":", 2)
-    if epoch == int(at_epoch) and rank == int(at_rank) and not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)
 
 
 def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, catalog: str) -> dict[str, Any]:
@@ -145,7 +128,7 @@ def train_loop(config: dict[str, Any]) -> None:
     ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     started = time.perf_counter() - sum(row["seconds"] for row in state["history"])
     for epoch in range(state["epoch"] + 1, rc.epochs if not state["stopped"] else 0):
-        _maybe_fail(config.get("inject_failure"), epoch, rank)
+        maybe_fail(config.get("inject_failure"), epoch, rank)
         batches = iterate_batches(examples, rc.batch_size, seed=rc.seed * 100_003 + epoch, bucket_batches=rc.bucket_batches)
         stats = train_one_epoch(ddp, optimizer, batches, max_grad_norm=rc.max_grad_norm or None)
         row = _epoch_row(epoch, stats, evaluate(model, valid, num_sampled=0, batch_size=rc.eval_batch_size), len(valid))
@@ -164,8 +147,8 @@ def _epoch_row(epoch: int, stats: dict[str, float], valid: dict[str, float], n_v
         "n_valid": float(n_valid), "loss": stats["loss"] * stats["sequences"], "sequences": stats["sequences"],
         "sequences_per_s": stats["sequences_per_s"],
     }
-    total = _all_reduce(local)
-    seconds = _all_reduce({"seconds": stats["seconds"]}, op="max")["seconds"]
+    total = all_reduce(local)
+    seconds = all_reduce({"seconds": stats["seconds"]}, op="max")["seconds"]
     row = {k: v / total["n_valid"] for k, v in total.items() if k.startswith("valid/")}
     return row | {"epoch": epoch, "loss": total["loss"] / max(total["sequences"], 1.0), "seconds": seconds,
                   "sequences_per_s": total["sequences_per_s"], "finished_at": time.time()}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import resource
 import sys
 from typing import Any
 
 import torch
+
+from recexp.plots import png_bytes, subplots
 
 GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 """Dense bf16 peak FLOP/s by GPU name fragment (for the MFU estimate)."""
@@ -42,18 +43,9 @@ def mfu(tokens_per_s: float, n_params: int, n_layers: int, hidden: int, seq_len:
 
 def loss_png(history: list[dict[str, Any]], title: str) -> bytes:
     """PNG bytes: training loss per optimizer step."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on cluster nodes
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = subplots()
     ax.plot([row["step"] for row in history], [row["loss"] for row in history], "-", color="tab:blue")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train loss (response tokens)")
     ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
+
+from recexp.plots import png_bytes, subplots
 
 
 def epochs_jsonl(history: list[dict[str, Any]]) -> str:
@@ -14,13 +15,8 @@ def epochs_jsonl(history: list[dict[str, Any]]) -> str:
 
 def curves_png(history: list[dict[str, Any]], title: str) -> bytes:
     """PNG bytes: training loss (left axis) and valid NDCG@10 (right axis) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on cluster nodes
-    import matplotlib.pyplot as plt
-
+    fig, ax = subplots()
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(epochs, [row["loss"] for row in history], "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="tab:blue")
@@ -28,8 +24,4 @@ def curves_png(history: list[dict[str, Any]], title: str) -> bytes:
     right.plot(epochs, [row["valid/full/ndcg@10"] for row in history], "s-", color="tab:orange", label="valid NDCG@10")
     right.set_ylabel("valid NDCG@10 (full ranking)", color="tab:orange")
     ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
