@@ -102,6 +102,8 @@ def llm_answers(
         generation = generate_batched(model, collator, rows, max_new_tokens=1, score_ids=yes_no, **common)
         return Answers([tuple(scores) for scores in generation.first_scores or []], generation.texts)
     if kind == "retrieval":
+        if getattr(model, "injector", None) is not None:  # AlignedLM.generate sets the hooks for (B, T); beams run (B * k, T)
+            log("evaluate: warning: beam search skips the every_layer q/k/v injection; T1 sees input injection only")
         texts = generate_texts(
             model, collator, rows, max_new_tokens=settings.title_tokens, num_return_sequences=settings.candidates,
             num_beams=settings.candidates, **common,
