@@ -22,7 +22,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from recexp.llm.connectors import Connectors
 from recexp.llm.errors import SlotError
-from recexp.llm.inject import QKVInjector, SlotVectors, check_mode, inject_inputs
+from recexp.llm.inject import QKVInjector, SlotVectors, check_mode, expand_rows, inject_inputs
 from recexp.llm.slots import SlotTokens, slot_positions
 from recexp.recommender.base import Recommender
 
@@ -180,7 +180,10 @@ class AlignedLM(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         suppress = list(generate_kwargs.pop("suppress_tokens", None) or []) + list(self.slots.ids)
         if self.injector is not None:
-            self.injector.set(slots, tuple(input_ids.shape), once=True)
+            # generate repeats each prompt max(num_beams, num_return_sequences) times before the prefill
+            factor = max(int(generate_kwargs.get("num_beams") or 1), int(generate_kwargs.get("num_return_sequences") or 1))
+            shape = (input_ids.shape[0] * factor, input_ids.shape[1])
+            self.injector.set(expand_rows(slots, factor), shape, once=True)
         try:
             out = self.base.generate(
                 input_ids=input_ids, inputs_embeds=embeds, attention_mask=attention_mask,

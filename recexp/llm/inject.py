@@ -46,6 +46,17 @@ class SlotVectors:
         return int(self.rows.shape[0])
 
 
+def expand_rows(slots: SlotVectors, factor: int) -> SlotVectors:
+    """The slots of a batch whose every row is repeated ``factor`` times in place (row ``r`` ->
+    rows ``r*factor .. r*factor+factor-1``), as ``generate`` expands prompts for beam search
+    or several returned sequences."""
+    if factor <= 1 or len(slots) == 0:
+        return slots
+    offsets = torch.arange(factor, device=slots.rows.device)  # (F,)
+    rows = (slots.rows[:, None] * factor + offsets).reshape(-1)  # (S*F,)
+    return SlotVectors(rows, slots.cols.repeat_interleave(factor), slots.vectors.repeat_interleave(factor, dim=0))
+
+
 def check_mode(mode: str) -> None:
     """Raise ValueError for an unknown injection mode."""
     if mode not in INJECTION_MODES:

@@ -189,3 +189,29 @@ def test_bf16_base_with_fp32_connectors(tiny_parts, mode: str) -> None:
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
     out.loss.backward()
     assert next(model.connectors.parameters()).grad is not None
+
+
+@pytest.mark.parametrize("kwargs", [{"num_beams": 3, "num_return_sequences": 2}, {"do_sample": True, "num_return_sequences": 2}])
+def test_every_layer_injects_when_generate_expands_the_batch(parts, kwargs: dict) -> None:
+    """Beam search and several returned sequences repeat every prompt before the prefill: the
+    q/k/v injection must follow (one injection per projection of every layer, at each copy)."""
+    model = parts.aligned("every_layer").eval()
+    batch = Collator(parts.tokenizer, parts.slots, max_length=256).prompts([ROWS[0], ROWS[1]])
+    injected = []
+    original = model.injector._pre_hook
+
+    def counting(module, args):  # noqa: ANN001, ANN202
+        out = original(module, args)
+        if out is not None:
+            injected.append(int(args[0].shape[0]))
+        return out
+
+    for handle in model.injector._handles:  # re-register through attach() with the counting hook
+        handle.remove()
+    model.injector._pre_hook = counting
+    model.injector._targets = []
+    with torch.no_grad():
+        model.generate(batch.input_ids, batch.attention_mask, batch.history_ids, batch.item_slot_ids,
+                       max_new_tokens=3, min_new_tokens=3, **kwargs)
+    expanded = 2 * max(kwargs.get("num_beams", 1), kwargs["num_return_sequences"])
+    assert injected == [expanded] * model.injector.num_hooked  # every projection, prefill only, whole batch
