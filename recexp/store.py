@@ -243,3 +243,54 @@ def put_dir(local: str, stage: StageDir, rel: str) -> None:
             with open(src, "rb") as fin, stage.open(f"{rel}/{dest}", "wb") as fout:
                 fout.write(fin.read())
 
+
+
+def cache_root() -> str:
+    """``$RECEXP_CACHE`` or ``~/.cache/recexp``: where remote artifacts are copied to."""
+    return os.environ.get("RECEXP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "recexp"))
+
+
+def _remote_version(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """Names, sizes and versions (ETag or modification time) of the files at ``path``."""
+    infos = fs.find(path, detail=True).values() if fs.isdir(path) else [fs.info(path)]
+    entries = sorted(
+        f"{i['name']}|{i.get('size')}|{i.get('ETag') or i.get('LastModified') or i.get('mtime')}" for i in infos
+    )
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+def _newest_cached(prefix: str, name: str, uri: str) -> str:
+    """The most recent cached copy of a URI that is gone from its store (offline use)."""
+    parent, stem = os.path.split(prefix)
+    found = [os.path.join(parent, d, name) for d in (os.listdir(parent) if os.path.isdir(parent) else [])
+             if d.startswith(stem + "-") and os.path.exists(os.path.join(parent, d, name))]
+    if not found:
+        raise FileNotFoundError(f"not found: {uri}")
+    return max(found, key=os.path.getmtime)
+
+
+def cached_copy(uri: str, endpoint_url: str | None, namespace: str) -> str:
+    """A local path with the files of ``uri``: ``uri`` itself when it is local, else a copy under
+    ``<cache_root>/<namespace>/``, keyed by the URI and the remote files' names, sizes and
+    versions, so an artifact re-written under the same URI (``force=true``) is fetched again;
+    when the remote is gone, the newest cached copy serves. Copies land in a temporary sibling
+    first and are renamed into place."""
+    if "://" not in uri or uri.startswith("file://"):
+        return os.path.expanduser(uri.removeprefix("file://"))
+    fs, remote = open_fs(uri, endpoint_url)
+    prefix = os.path.join(cache_root(), namespace, hashlib.sha256(uri.encode()).hexdigest()[:16])
+    name = os.path.basename(remote.rstrip("/"))
+    if not fs.exists(remote):
+        return _newest_cached(prefix, name, uri)
+    target = os.path.join(f"{prefix}-{_remote_version(fs, remote)}", name)
+    if os.path.exists(target):
+        return target
+    tmp = f"{target}.tmp{os.getpid()}"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if fs.isdir(remote):
+        fs.get(remote.rstrip("/") + "/", tmp + "/", recursive=True)
+    else:
+        fs.get(remote, tmp)
+    if not os.path.exists(target):
+        os.replace(tmp, target)
+    return target

@@ -15,15 +15,13 @@ A GGUF-loaded model carries a ``quantization_config`` and refuses ``save_pretrai
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from recexp.llm.errors import ModelLoadError
-from recexp.llm.paths import DEFAULT_URI, cache_root, default_model_dir
+from recexp.llm.paths import DEFAULT_URI, default_model_dir
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -44,26 +42,14 @@ def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
 
 
 def local_model_copy(uri: str, endpoint_url: str | None = None) -> Path:
-    """A local path for ``uri``: itself when local, else a one-time copy in the cache."""
-    if "://" not in uri or uri.startswith("file://"):
-        return Path(uri.removeprefix("file://")).expanduser()
-    from recexp.store import open_fs
+    """A local path for ``uri``: itself when local, else a copy in the cache that is fetched
+    again when the remote files change (see :func:`recexp.store.cached_copy`)."""
+    from recexp.store import cached_copy
 
-    fs, remote = open_fs(uri, endpoint_url)
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    target = cache_root() / "models" / "remote" / digest / Path(remote.rstrip("/")).name
-    if target.exists():
-        return target
-    if not fs.exists(remote):
-        raise ModelLoadError(f"model not found: {uri}")
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    if fs.isdir(remote):
-        fs.get(remote.rstrip("/") + "/", str(tmp) + "/", recursive=True)
-    else:
-        fs.get(remote, str(tmp))
-    os.replace(tmp, target) if not target.exists() else None
-    return target
+    try:
+        return Path(cached_copy(uri, endpoint_url, "models/remote"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model not found: {uri}") from None
 
 
 def plain_copy(model: PreTrainedModel, attn_implementation: str = "sdpa") -> PreTrainedModel:

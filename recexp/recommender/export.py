@@ -77,22 +77,10 @@ def _check_catalog(meta: dict[str, Any], expected_fingerprint: str | None, expec
 
 def local_copy(uri: str, endpoint_url: str | None = None) -> Path:
     """A local directory with the files of ``uri`` (``s3://...`` and other fsspec URLs are
-    downloaded once into ``$RECEXP_CACHE`` or ``~/.cache/recexp``, keyed by the URI)."""
-    import hashlib
-    import os
+    copied into the cache, keyed by the URI and the remote files' versions)."""
+    from recexp.store import cached_copy
 
-    from recexp.store import open_fs
-
-    if "://" not in uri or uri.startswith("file://"):
-        return Path(uri.removeprefix("file://"))
-    cache = Path(os.environ.get("RECEXP_CACHE", Path.home() / ".cache" / "recexp")) / "encoders"
-    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if not (target / CONFIG_FILE).exists():
-        fs, path = open_fs(uri, endpoint_url)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
-        tmp.replace(target) if not target.exists() else None
-    return target
+    return Path(cached_copy(uri, endpoint_url, "encoders"))
 
 
 def load(

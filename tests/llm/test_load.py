@@ -86,3 +86,19 @@ def test_fetch_default_is_idempotent_and_refuses_unpinned_files(tmp_path: Path, 
     assert fetch_default.main(["--dest", str(tmp_path / "new"), "--gguf", str(fake)]) == 2
     assert "differs from the pinned" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_rewritten_remote_model_is_fetched_again(tmp_path: Path, tokenizer, s3_endpoint: str, monkeypatch) -> None:
+    """The cache is keyed by the remote files' versions, not the URI alone (an align re-run with
+    force=true rewrites its export under the same URL)."""
+    from recexp.store import open_fs
+
+    monkeypatch.setenv("RECEXP_CACHE", str(tmp_path / "cache"))
+    fs, _ = open_fs("s3://recexp/models/rewritten", s3_endpoint)
+    for seed in (0, 1):
+        local = llm_tiny.save_tiny_base(tmp_path / f"base{seed}", tokenizer, seed=seed)
+        fs.put(str(local) + "/", "recexp/models/rewritten/", recursive=True)
+        model, _ = load_base("s3://recexp/models/rewritten", endpoint_url=s3_endpoint)
+        want = llm_tiny.tiny_llama(len(tokenizer), seed=seed).state_dict()
+        assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items() if k in want)
+    assert len(list((tmp_path / "cache" / "models" / "remote").glob("*/rewritten/config.json"))) == 2
