@@ -69,9 +69,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--work", default="", help="reuse the store an earlier run built in this directory")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    serve_fakes.build_store(str(work / "store"), work, base_uri=None if args.base == "tiny" else "default")
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-serve-"))
+    if not (work / "store").is_dir():
+        serve_fakes.build_store(str(work / "store"), work, base_uri=None if args.base == "tiny" else "default")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     for mode, batch in MODES.items():

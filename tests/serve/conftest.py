@@ -55,12 +55,9 @@ def start_app(ray_cluster: None) -> Iterator[Callable[[RunConfig], str]]:
     """``start(cfg) -> base URL``; Serve is shut down when the module ends."""
     from recexp.serve.app import start, stop
 
-    started = []
-
     def _start(cfg: RunConfig) -> str:
         url = start(cfg)
         wait_ready(url, cfg.serve.auth_token)
-        started.append(url)
         return url
 
     try:
