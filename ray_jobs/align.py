@@ -97,14 +97,14 @@ class Schedule:
     def __init__(self, examples: list[Encoded], ac: AlignConfig) -> None:
         self.examples, self.ac = examples, ac
         self.lengths = [len(e) for e in examples]
-        local = len(self._plan(0)) // ac.grad_accum
+        self._cache: tuple[int, list] = (0, self._plan(0))  # the first epoch's plan serves twice
+        local = len(self._cache[1]) // ac.grad_accum
         self.steps_per_epoch = int(all_reduce({"steps": float(local)}, op="min")["steps"])
         if self.steps_per_epoch < 1:
             raise DataError(f"too few examples for one optimizer step per worker ({len(examples)} on a worker, "
                             f"micro_batch_size {ac.micro_batch_size} x grad_accum {ac.grad_accum})")
         by_epochs = ac.epochs * self.steps_per_epoch
         self.total_steps = ac.max_steps or by_epochs
-        self._cache: tuple[int, list] | None = None
 
     def _plan(self, epoch: int) -> list:
         ac = self.ac
@@ -113,7 +113,7 @@ class Schedule:
     def micro_batches(self, step: int) -> list:
         """Index micro-batches of optimizer step ``step``."""
         epoch, index = divmod(step, self.steps_per_epoch)
-        if self._cache is None or self._cache[0] != epoch:
+        if self._cache[0] != epoch:
             self._cache = (epoch, self._plan(epoch))
         return self._cache[1][index * self.ac.grad_accum : (index + 1) * self.ac.grad_accum]
 
