@@ -303,7 +303,7 @@ def fit(ctx: StageContext, spec: BuildSpec, examples: pa.Table, facts: dict[str,
                 "encoder": spec.recommender_uri}
     if ctx.cfg.force and storage.fs.exists(storage.child(STAGE)):
         storage.fs.rm(storage.child(STAGE), recursive=True)  # a forced re-run starts over
-    if storage.exists(f"{STAGE}.json") and storage.read_json(f"{STAGE}.json") != json.loads(json.dumps(identity)):
+    if not ctx.cfg.force and storage.exists(f"{STAGE}.json") and storage.read_json(f"{STAGE}.json") != json.loads(json.dumps(identity)):
         raise DataError(f"the align checkpoints under {storage.url(STAGE)} were made with another configuration or "
                         "data; use a new run_id, or force=true to start over")
     storage.write_json(f"{STAGE}.json", identity)

@@ -1,45 +1,18 @@
-"""Fixtures of the service tests: a committed tiny run, a running Serve app, reference answers.
+"""Fixtures of the service tests: a committed tiny run and a running Serve app.
 
 Every module that serves gets its own Ray cluster (``ray_cluster``) and shuts Serve down
-before Ray goes (``serve_app`` depends on ``ray_cluster``, so it is torn down first).
+before Ray goes (``start_app`` depends on ``ray_cluster``, so it is torn down first).
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-import requests
 import serve_fakes
-import torch
+from serve_support import wait_ready
 
-from recexp.config import RunConfig, load_config
-from recexp.explain.generate import generate_batched
-from recexp.llm.collate import Collator
-from recexp.llm.export import load_aligned
-from recexp.serve.artifacts import encoder_url, load_catalog, model_url
-from recexp.serve.explainer import answer_ids
-from recexp.tasks.online import explain_rows
-
-ROOT = Path(__file__).resolve().parents[2]
-TEST_CONFIG = ROOT / "configs" / "serve" / "test.yaml"
-TOKEN = "test-token-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_config(root: str, overrides: list[str] = ()) -> RunConfig:
-    """``configs/serve/test.yaml`` for run ``run-a`` under ``root`` on a free port."""
-    base = [f"store.root={root}", "run_id=run-a", f"serve.port={free_port()}", "tasks.max_hist=2"]
-    return load_config(str(TEST_CONFIG), base + list(overrides))
+from recexp.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -64,46 +37,3 @@ def start_app(ray_cluster: None) -> Iterator[Callable[[RunConfig], str]]:
         yield _start
     finally:
         stop()
-
-
-def wait_ready(url: str, token: str | None = None, timeout: float = 300.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
-
-
-def reference_explanations(cfg: RunConfig, run_id: str, pairs: list[tuple[list[int], int]]) -> list[tuple[str, str]]:
-    """``(answer, explanation)`` per ``(history, item)`` from the adapter of ``run_id`` loaded
-    alone with ``load_aligned`` and generated one prompt at a time (no Serve, no batching)."""
-    torch.set_num_threads(1)
-    model, tokenizer = load_aligned(model_url(cfg, run_id), recommender_uri=encoder_url(cfg),
-                                    endpoint_url=cfg.store.endpoint_url)
-    collator = Collator(tokenizer, model.slots, cfg.serve.max_prompt_tokens)
-    catalog = load_catalog(cfg)
-    out = []
-    for history, item in pairs:
-        rows = explain_rows(catalog, [history], [item], form="hybrid", max_hist=cfg.tasks.max_hist,
-                            max_len=model.recommender.max_len)
-        gen = generate_batched(model, collator, rows, batch_size=1, max_new_tokens=cfg.serve.max_new_tokens,
-                               score_ids=answer_ids(tokenizer))
-        yes, no = gen.first_scores[0]
-        out.append(("yes" if yes >= no else "no", gen.texts[0][0]))
-    return out
-
-
-def reference_chat(cfg: RunConfig, run_id: str | None, messages: list[dict], max_tokens: int) -> str:
-    """Greedy reply of the adapter of ``run_id`` loaded alone (``None``: the base LM, adapter
-    disabled) to ``messages`` (text that needs no escaping)."""
-    torch.set_num_threads(1)
-    model, tokenizer = load_aligned(model_url(cfg, run_id or "run-a"), recommender_uri=encoder_url(cfg))
-    collator = Collator(tokenizer, model.slots, cfg.serve.max_prompt_tokens)
-    rows = [{"messages": messages, "history_ids": [], "item_slot_ids": []}]
-    with model.base.disable_adapter() if run_id is None else contextlib.nullcontext():
-        gen = generate_batched(model, collator, rows, batch_size=1, max_new_tokens=max_tokens)
-    return gen.texts[0][0]

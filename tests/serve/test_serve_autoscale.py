@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import serve_config
+from serve_support import serve_config
 from load_loop import Load
 from ray import serve
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import TEST_CONFIG, free_port, wait_ready
+from serve_support import TEST_CONFIG, free_port, wait_ready
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]

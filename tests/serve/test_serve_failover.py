@@ -6,7 +6,7 @@ import time
 
 import pytest
 import ray
-from conftest import serve_config, wait_ready
+from serve_support import serve_config, wait_ready
 from load_loop import Load
 from ray import serve
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 import serve_fakes
 import torch
-from conftest import TOKEN, reference_chat, reference_explanations, serve_config
+from serve_support import TOKEN, reference_chat, reference_explanations, serve_config
 from ray import serve
 
 from recexp.recommender import load

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import requests
-from conftest import reference_explanations, serve_config
+from serve_support import reference_explanations, serve_config
 from load_loop import Load
 from ray import serve
 

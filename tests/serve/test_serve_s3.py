@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 import serve_fakes
-from conftest import reference_explanations, serve_config
+from serve_support import reference_explanations, serve_config
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(600)]
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from conftest import Data, make_ctx
+from tasks_data import Data, make_ctx
 from recexp.tasks import BuildContext
 from recexp.tasks.counts import protocol_counts, table_counts
 from recexp.tasks.forms import shown_titles

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from conftest import Data
+from tasks_data import Data
 from recexp.errors import DataError
 from recexp.tasks import BuildContext
 from recexp.tasks.counts import merge_counts, table_counts, totals_by_task, train_rows_by_form

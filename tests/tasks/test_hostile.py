@@ -14,7 +14,7 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from conftest import Data, make_ctx, make_data
+from tasks_data import Data, make_ctx, make_data
 from fakes import HOSTILE_TITLES
 from recexp.config import FORMS
 from recexp.tasks.general import build_general, parse_conversation

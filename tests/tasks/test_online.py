@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import MAX_LEN, make_ctx
+from tasks_data import MAX_LEN, make_ctx
 
 from recexp.errors import DataError
 from recexp.tasks import UserRecord
