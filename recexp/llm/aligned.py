@@ -45,6 +45,17 @@ def causal_lm_loss(
     return total / num_items
 
 
+def _head_split(lm: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """``(decoder, lm_head)`` of a causal LM whose logits are exactly ``lm_head(decoder(...))``;
+    ``None`` for models that post-process logits (soft-capping, scaling), which keep the full path."""
+    config = getattr(lm, "config", None)
+    if any(getattr(config, key, None) for key in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    get_decoder, get_head = getattr(lm, "get_decoder", None), getattr(lm, "get_output_embeddings", None)
+    decoder, head = (get_decoder() if get_decoder else None), (get_head() if get_head else None)
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A boolean 4-D mask ``(B, 1, T, T)`` (True = may attend) -> additive float (0 / dtype min)."""
     zero = torch.zeros((), dtype=dtype, device=mask.device)
@@ -149,19 +160,43 @@ class AlignedLM(nn.Module):
         item_slot_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        return_logits: bool = True,
     ) -> CausalLMOutputWithPast:
         """Logits ``(B, T, V)`` and, with ``labels``, the loss (see :func:`causal_lm_loss`).
 
         ``attention_mask``: ``(B, T)`` padding mask, or a boolean ``(B, 1, T, T)`` block mask
-        for packed rows (then pass the per-sample ``position_ids`` too)."""
+        for packed rows (then pass the per-sample ``position_ids`` too). ``return_logits=False``
+        with ``labels`` (training): the same loss, the LM head applied only where a label is
+        and no logits returned."""
         embeds, slots = self.embed(input_ids, history_ids, item_slot_ids)
         attn = getattr(self.base.config, "_attn_implementation", None) or "eager"
         attention_mask = prepare_mask(attention_mask, attn, embeds.dtype)
         if self.injector is not None:
             self.injector.set(slots, tuple(input_ids.shape))
+        if labels is not None and not return_logits and _head_split(self.base.get_base_model()) is not None:
+            loss = self._labelled_loss(embeds, attention_mask, position_ids, labels, num_items_in_batch)
+            return CausalLMOutputWithPast(loss=loss)
         out = self.base(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         loss = causal_lm_loss(out.logits, labels, num_items_in_batch) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=out.logits)
+
+    def _labelled_loss(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+        labels: torch.Tensor, num_items: int | torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:func:`causal_lm_loss` with the LM head applied only at labelled positions: an
+        alignment row has ~10 response tokens of ~80, and the head (``H x V``) is about a fifth
+        of a small model's FLOPs."""
+        decoder, head = _head_split(self.base.get_base_model())
+        hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False).last_hidden_state  # (B, T, H)
+        targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+        keep = targets != IGNORE_INDEX
+        logits = head(hidden[:, :-1][keep]).float()  # (N, V) for the N labelled tokens
+        total = F.cross_entropy(logits, targets[keep], reduction="sum")
+        if num_items is None:
+            num_items = keep.sum().clamp(min=1)
+        return total / num_items
 
     @torch.no_grad()
     def generate(

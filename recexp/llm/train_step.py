@@ -62,7 +62,7 @@ def make_optimizer(model: nn.Module, lr: float = 2e-4, weight_decay: float = 0.0
 def micro_loss(model: nn.Module, batch: AlignBatch, num_items: float, device: torch.device) -> torch.Tensor:
     """Forward of one micro-batch: its summed token loss divided by ``num_items``."""
     with autocast_for(device):
-        return model(**batch.to(device).model_inputs(), num_items_in_batch=num_items).loss
+        return model(**batch.to(device).model_inputs(), num_items_in_batch=num_items, return_logits=False).loss
 
 
 def _sync_contexts(model: nn.Module, n: int) -> Iterator[contextlib.AbstractContextManager[None]]:

@@ -52,6 +52,26 @@ def test_accumulated_micro_batches_equal_one_big_batch(tiny_template) -> None:
         assert torch.allclose(big[name], small[name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_head_at_labelled_positions_only_gives_the_full_loss_and_gradients(tiny_template, packed: bool) -> None:
+    model = lora_model(tiny_template.copy(), "every_layer")
+    torch.nn.init.normal_(next(p for n, p in model.named_parameters() if "lora_B" in n))
+    collator = Collator(tiny_template.tokenizer, tiny_template.slots, 512)
+    rows = llm_tiny.varied_rows()
+    inputs = (collator.pack([rows[:2], rows[2:]]) if packed else collator.pad(rows)).model_inputs()
+    grads = []
+    for return_logits in (True, False):
+        out = model(**inputs, num_items_in_batch=7.0, return_logits=return_logits)
+        assert (out.logits is None) == (not return_logits)
+        out.loss.backward()
+        grads.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        model.zero_grad()
+    (full, full_grads), (sparse, sparse_grads) = grads
+    assert torch.allclose(sparse, full, atol=1e-6) and full_grads.keys() == sparse_grads.keys()
+    for name in full_grads:
+        assert torch.allclose(sparse_grads[name], full_grads[name], atol=1e-6), name
+
+
 def test_gradient_checkpointing_gives_the_same_step_with_every_layer_hooks(tiny_template) -> None:
     collator = Collator(tiny_template.tokenizer, tiny_template.slots, 256)
     batches = [collator.pad(llm_tiny.varied_rows())]

@@ -126,6 +126,20 @@ def test_resubmitting_a_failed_run_resumes(store_root: str, trained: dict, tmp_p
     assert metrics["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-4)
 
 
+def test_a_changed_config_is_refused_unless_forced(store_root: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run = ("align.form=intention", "align.max_steps=4", "align.checkpoint_every=2", "align.max_failures=0",
+           "align.num_workers=1")
+    monkeypatch.setenv(recipe.FAILURE_ENV, f"3:0:{tmp_path / 'died'}")
+    with pytest.raises(Exception):
+        align(store_root, "changed", *run)  # leaves the step-2 checkpoint behind
+    monkeypatch.delenv(recipe.FAILURE_ENV)
+    with pytest.raises(DataError, match="another configuration"):
+        align(store_root, "changed", *run, "align.lr=0.001")
+    align(store_root, "changed", *run, "align.lr=0.001", "force=true")
+    assert committed(store_root, "changed").read_json("metrics.json")["starts"] == [0]  # started over
+
+
 def test_a_base_model_too_narrow_for_the_slots_fails_before_training(store_root: str, tmp_path: Path) -> None:
     tokenizer = llm_tiny.tiny_tokenizer()
     narrow = llm_tiny.tiny_llama(len(tokenizer))
