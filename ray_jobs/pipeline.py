@@ -39,6 +39,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, dict]:
         execute = getattr(module, "execute", None)  # recipes with work after their commit (explain's cleanup)
         summaries[stage] = (execute(cfg) if execute else run_stage(stage, cfg, module.run))["summary"]
     print_summary(cfg, summaries)
+    print_results(cfg)
     return summaries
 
 
@@ -47,6 +48,24 @@ def print_summary(cfg: RunConfig, summaries: dict[str, dict]) -> None:
     print(f"\nrecexp pipeline run {cfg.run_id} ({store.root}/runs/{cfg.run_id})")
     for stage, summary in summaries.items():
         print(f"  {stage:<22}" + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
+
+
+def print_results(cfg: RunConfig, samples: int = 3) -> None:
+    """The evaluation table and the first ``samples`` explanations (with item titles), for the
+    stages of this run that are committed."""
+    store, run_id = Store.from_config(cfg.store), str(cfg.run_id)
+    if store.is_committed(run_id, "evaluate"):
+        print("\n" + store.committed(run_id, "evaluate").open("table.md", "r").read().strip())
+    if not store.is_committed(run_id, "explain"):
+        return
+    rows = store.committed(run_id, "explain").read_table("explanations").sort_by([("user_id", "ascending"),
+                                                                                 ("rank", "ascending")])
+    catalog = store.committed(cfg.inputs.get("build-alignment-data", run_id), "build-alignment-data")
+    titles = dict(zip(*catalog.read_table("catalog.parquet", columns=["item_id", "title"]).to_pydict().values()))
+    print(f"\nexplanations ({min(samples, rows.num_rows)} of {rows.num_rows}):")
+    for row in rows.slice(0, samples).to_pylist():
+        print(f"  user {row['user_id']}, #{row['rank']} {titles.get(row['item_id'], row['item_id'])!r}: "
+              f"{row['answer']} - {row['explanation'].strip()!r}")
 
 
 def _fmt(value: object) -> str:
