@@ -497,6 +497,23 @@ class EvaluateConfig:
     explanations: bool = False
     """Also score the committed ``explain`` stage's explanations (task ``explanations``: unique-sentence
     ratio, length, faithfulness of cited history items); ``evaluate.max_rows`` of them, 0 = all."""
+    explanation_runs: list[str] = field(default_factory=list)
+    """More runs with a committed ``explain`` stage (e.g. another form's adapter) whose explanations of
+    the same (user, item) pairs are sources for the distinction classifier (and are judged as models
+    named by their run id)."""
+    classifiers: bool = True
+    """With ``explanations``: RecExplainer's distinction classifier (which source wrote an explanation;
+    needs >= 2 sources) and coherence predictor (the recommender's score from the text), on
+    sentence-encoder features, when at least ``classifier_min_rows`` explanations per source exist."""
+    classifier_min_rows: int = 20
+    """Fewest explanations (per source) the classifiers need; fewer: they are skipped and logged."""
+    classifier_folds: int = 5
+    """k of the seeded k-fold cross-validation of both classifiers."""
+    classifier_l2: float = 1.0
+    """L2 penalty of the logistic regression and the ridge regression."""
+    encoder: str = "minilm"
+    """Sentence encoder: ``minilm`` (all-MiniLM-L6-v2, fetched once with
+    ``python -m recexp.explain.fetch_encoder``) or a local Hugging Face model directory."""
 
     def __post_init__(self) -> None:
         for model in self.models:
@@ -509,6 +526,11 @@ class EvaluateConfig:
         for key in ("batch_size", "candidates", "title_tokens", "list_tokens", "icl_pool", "max_length"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(0.0 <= self.fuzzy <= 1.0, "fuzzy", "must be in [0, 1]")
+        require(self.classifier_min_rows >= 2, "classifier_min_rows", "must be >= 2")
+        require(2 <= self.classifier_folds <= self.classifier_min_rows, "classifier_folds",
+                "must be >= 2 and <= classifier_min_rows")
+        require(self.classifier_l2 > 0, "classifier_l2", "must be > 0")
+        require(bool(self.encoder.strip()), "encoder", "must not be empty")
 
 
 @dataclass
@@ -568,6 +590,52 @@ class ExplainConfig:
         require(self.num_gpus is None or self.num_gpus >= 0, "num_gpus", "must be >= 0")
 
 
+@dataclass
+class JudgeConfig:
+    """LLM judge of explanations (RecExplainer's 0-3 rubric) over any OpenAI-compatible
+    ``/chat/completions`` endpoint; ``evaluate`` asks it when ``evaluate.explanations`` is set and
+    ``base_url`` is not empty."""
+
+    base_url: str = ""
+    """Endpoint base URL up to ``/v1`` (``http://127.0.0.1:8000/v1``; the judge POSTs to
+    ``<base_url>/chat/completions``); empty: no judge."""
+    model: str = ""
+    """Model name sent in every request (``gpt-4o``, or ``recexp`` for this project's server)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key, sent as ``Authorization: Bearer``; unset or empty
+    variable: no header. The key itself is never stored in configs or artifacts."""
+    rubric: str = ""
+    """YAML file with ``system`` and ``user`` templates (``$history``, ``$item``, ``$explanation``);
+    empty: the built-in RecExplainer rubric (``recexp/explain/judge_rubric.yaml``)."""
+    max_rows: int = 100
+    """Explanations judged per source (the first ones by user and item); 0 = all."""
+    max_tokens: int = 64
+    """Most tokens of a judge reply."""
+    temperature: float = 0.0
+    """Judge sampling temperature (0 = greedy, reproducible)."""
+    timeout_s: float = 60.0
+    """Seconds one HTTP request may take."""
+    retries: int = 3
+    """Retries of a request after a connection error, a timeout, HTTP 408, 429 or 5xx."""
+    backoff_s: float = 1.0
+    """Wait before retry ``i`` (0-based): ``backoff_s * 2**i`` seconds (longer when the endpoint's
+    ``Retry-After`` says so)."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+
+    def __post_init__(self) -> None:
+        url = self.base_url.strip()
+        require(not url or url.startswith(("http://", "https://")), "base_url", "must start with http:// or https://")
+        require(not url or bool(self.model.strip()), "model", "must be set when judge.base_url is")
+        require(not self.api_key_env or self.api_key_env.replace("_", "a").isalnum(), "api_key_env",
+                "must be an environment variable name (letters, digits, '_')")
+        for key in ("max_tokens", "concurrency"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        for key in ("max_rows", "retries", "temperature", "backoff_s"):
+            require(getattr(self, key) >= 0, key, "must be >= 0")
+        require(self.timeout_s > 0, "timeout_s", "must be > 0")
+
+
 PIPELINE_STAGES = ("ingest", "train-recommender", "build-alignment-data", "align", "evaluate", "explain")
 
 
@@ -599,6 +667,7 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
