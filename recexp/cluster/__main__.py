@@ -1,0 +1,5 @@
+import sys
+
+from recexp.cluster.validate import main
+
+sys.exit(main())
