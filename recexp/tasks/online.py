@@ -14,11 +14,16 @@ the template index and the item id.
 
 The catalog can be the one ``build-alignment-data`` committed: ``build_catalog`` of
 ``catalog.parquet`` gives back the same titles (sanitising is idempotent).
+
+Two-turn explanations (:mod:`recexp.explain.two_turn`) add a second turn to such a row:
+:func:`follow_up_row` appends the model's answer word (``Yes`` / ``No``, spelt as the T3
+responses) as an assistant turn and a plain-text user follow-up asking why
+(:func:`follow_up_text`: the ``explain_followup`` template of the same index and form).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,10 +32,12 @@ from recexp.config import FORMS
 from recexp.errors import DataError
 from recexp.tasks.catalog import Catalog
 from recexp.tasks.forms import fill, history_piece, item_piece
+from recexp.tasks.interest import LABELS
 from recexp.tasks.rows import check_row, meta_json, prompt_messages
 from recexp.tasks.templates import TemplateSet, load_templates
 
 SUBTASK = "uidiid2explan"
+FOLLOW_UP = "explain_followup"
 ONLINE_SPLIT = "online"
 
 
@@ -108,3 +115,24 @@ def explain_rows(
         )
         for i, (history, item, user) in enumerate(zip(histories, item_ids, users))
     ]
+
+
+def follow_up_text(templates: TemplateSet, form: str, template_index: int = 0) -> str:
+    """The plain-text "why?" turn asked after the answer: ``explain_followup`` template
+    ``template_index`` of ``form`` (a clear error when there is none)."""
+    if form not in FORMS:
+        raise DataError(f"unknown form {form!r} (known: {', '.join(FORMS)})")
+    options = templates.lists[FOLLOW_UP][form]
+    if not 0 <= template_index < len(options):
+        raise DataError(f"template_index {template_index} out of range: {FOLLOW_UP}/{form} has {len(options)} templates")
+    return fill(options[template_index], {}).text
+
+
+def follow_up_row(row: Mapping[str, Any], answer: str, follow_up: str) -> dict[str, Any]:
+    """``row`` continued: its turns + the assistant's ``answer`` (one of ``LABELS``) + the user's
+    ``follow_up``; slot ids unchanged (the slots stay in the first user turn)."""
+    if answer not in LABELS:
+        raise DataError(f"answer must be one of {LABELS}, got {answer!r}")
+    messages = [*row["messages"], {"role": "assistant", "content": answer}, {"role": "user", "content": follow_up}]
+    check_row(messages, "", row["history_ids"], row["item_slot_ids"])  # a follow-up with slot text fails here
+    return {**row, "messages": messages}

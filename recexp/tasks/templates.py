@@ -33,6 +33,7 @@ SUBTASK_FIELDS: dict[str, frozenset[str]] = {
     "uid2hist": frozenset({"history"}),
     "uid2added": frozenset({"before", "after"}),
     "uidiid2explan": frozenset({"history", "item"}),
+    "explain_followup": frozenset(),  # plain text: the "why?" turn after the uidiid2explan answer
 }
 """The fields every template of a sub-task must use (each exactly once)."""
 

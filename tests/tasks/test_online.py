@@ -11,8 +11,8 @@ from tasks_data import MAX_LEN, make_ctx
 from recexp.errors import DataError
 from recexp.tasks import UserRecord
 from recexp.tasks.interest import InterestPair, build_explain
-from recexp.tasks.online import ONLINE_SPLIT, explain_rows
-from recexp.tasks.rows import check_row
+from recexp.tasks.online import FOLLOW_UP, ONLINE_SPLIT, explain_rows, follow_up_row, follow_up_text
+from recexp.tasks.rows import RowError, check_row
 
 HISTORY = [0, 8, 9, 17, 150, 3, 12, 30, 31, 44, 1]  # hostile titles among them (ids < 31)
 ITEM = 2  # title "<USER> meets <Item>"
@@ -67,3 +67,34 @@ def test_bad_requests_name_the_problem(data, histories, items, options, message)
     kwargs = {"form": "intention", "max_hist": 5, "max_len": MAX_LEN, **options}
     with pytest.raises(DataError, match=message):
         explain_rows(ctx.catalog, histories, items, **kwargs)
+
+
+@pytest.mark.parametrize("form", ["behaviour", "hybrid", "intention"])
+def test_follow_up_turn(data, form: str) -> None:
+    ctx = make_ctx(data)
+    row = explain_rows(ctx.catalog, [HISTORY], [ITEM], form=form, max_hist=4, max_len=MAX_LEN,
+                       templates=ctx.templates)[0]
+    question = follow_up_text(ctx.templates, form, 3)
+    assert question == "".join(lit for lit, _ in ctx.templates.lists[FOLLOW_UP][form][3].parts)
+    assert "{" not in question and "<" not in question and question.endswith(".")
+    for answer in ("Yes", "No"):
+        turn2 = follow_up_row(row, answer, question)
+        assert turn2["messages"] == row["messages"] + [
+            {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
+        assert {k: v for k, v in turn2.items() if k != "messages"} == {k: v for k, v in row.items() if k != "messages"}
+        check_row(turn2["messages"], "", turn2["history_ids"], turn2["item_slot_ids"])
+    assert len(row["messages"]) == 2  # the first turn is left as built
+
+
+def test_follow_up_wording_depends_on_the_form(data) -> None:
+    templates = make_ctx(data).templates
+    assert follow_up_text(templates, "behaviour") == follow_up_text(templates, "hybrid")
+    assert follow_up_text(templates, "intention") != follow_up_text(templates, "hybrid")
+    assert "history" in follow_up_text(templates, "hybrid")
+    with pytest.raises(DataError, match="template_index 10 out of range: explain_followup/hybrid"):
+        follow_up_text(templates, "hybrid", 10)
+    with pytest.raises(DataError, match="unknown form 'poetry'"):
+        follow_up_text(templates, "poetry")
+    with pytest.raises(RowError, match="slots"):
+        follow_up_row(explain_rows(make_ctx(data).catalog, [[1, 2]], [3], form="intention", max_hist=2,
+                                   max_len=MAX_LEN)[0], "Yes", "Why? See <user>.")
