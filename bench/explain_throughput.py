@@ -65,12 +65,13 @@ def build_model() -> tuple[AlignedLM, Collator]:
     return AlignedLM(base, recommender, connectors, slots, "input_add").eval(), Collator(tokenizer, slots, 2048)
 
 
-def prompts(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Explain-stage prompts for ``n`` synthetic users, each with one item outside its history."""
+def prompts(n: int, form: str = "hybrid", seed: int = 0) -> list[dict[str, Any]]:
+    """Explain-stage prompts for ``n`` synthetic users, each with one item outside its history
+    (``hybrid``: ~250 prompt tokens with 9 titles; ``intention``: ~60, slots only)."""
     catalog = build_catalog(fakes.fake_items(N_ITEMS, hostile=["Mario Kart: Double Dash!! - GameCube"]))
     sequences = fakes.fake_sequences(n, N_ITEMS, seed, min_len=3, max_len=30)["item_ids"].to_pylist()
     items = [next(i for i in range(N_ITEMS) if i not in s) for s in sequences]
-    return explain_rows(catalog, sequences, items, form="hybrid", max_hist=9, max_len=REC_MAX_LEN)
+    return explain_rows(catalog, sequences, items, form=form, max_hist=9, max_len=REC_MAX_LEN)
 
 
 def naive(model: AlignedLM, collator: Collator, rows: list[dict], max_new_tokens: int) -> tuple[list[str], int]:
@@ -113,10 +114,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--form", choices=["hybrid", "intention"], default="hybrid")
+    parser.add_argument("--out", default=str(OUT / "explain_throughput.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, collator = build_model()
-    rows = prompts(args.prompts)
+    rows = prompts(args.prompts, args.form)
     generate_batched(model, collator, rows[:2], batch_size=2, max_new_tokens=2)  # warm-up (lazy inits)
     runs = []
     for repeat in range(args.repeats):
@@ -128,8 +131,8 @@ def main() -> None:
     prompt_tokens = [len(collator.encoder.encode_prompt(r)) for r in rows]
     report = {"args": vars(args), "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "prompt_tokens_mean": statistics.mean(prompt_tokens), "runs": runs, "median": median}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "explain_throughput.json").write_text(json.dumps(report, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(median, indent=2))
 
 
