@@ -7,8 +7,9 @@ setup:   the requests: every user (or ``explain.users``) x their top-``k`` items
          exported position (``train-recommender/topk.parquet``), or the ``(user_id, item_id)``
          pairs of ``explain.pairs``; the sanitised catalog (``build-alignment-data``); the
          aligned model's id (``adapter_id``: a hash of the ``align`` stage's ``model/`` files).
-reuse:   rows of ``explain.reuse_runs`` with the same (user, item, adapter) are copied, not
-         regenerated (unless ``force=true``).
+reuse:   rows of ``explain.reuse_runs`` with the same (user, item, adapter) and the same
+         ``prompt_hash`` (the prompt this run would build: template, follow-up question, form,
+         history) are copied, not regenerated (unless ``force=true``).
 phase:   the other requests, cut into partitions of ``explain.partition_size``, go through a
          Ray Data actor pool (``explain.actors`` workers, each loading the model once, with
          ``num_gpus`` per worker when the cluster has GPUs); a worker explains one partition
@@ -41,13 +42,14 @@ import ray
 from recexp.cli import run_main
 from recexp.config import ExplainConfig, RunConfig
 from recexp.errors import DataError, StoreError
-from recexp.explain.batch import OUTPUT_SCHEMA, ExplainSettings
+from recexp.explain.batch import OUTPUT_SCHEMA, ExplainSettings, request_hashes
 from recexp.explain.partials import Partials, part_name, plan_id
 from recexp.explain.requests import pair_requests, read_last_topk, read_pairs, topk_requests
 from recexp.runner import StageContext, init_ray, log, run_stage
 from recexp.store import StageDir, Store
 from recexp.tasks import io
-from recexp.tasks.catalog import build_catalog
+from recexp.tasks.catalog import Catalog, build_catalog
+from recexp.tasks.templates import load_templates
 
 STAGE = "explain"
 OUT_DIR = "explanations"
@@ -127,6 +129,11 @@ def requests_for(ctx: StageContext, n_items: int) -> tuple[pa.Table, int]:
     return topk_requests(sequences, read_last_topk(recommender, io.TOPK, ec.k, ec.users), ec.k, ec.users), 0
 
 
+def model_dir(align: StageDir) -> StageDir:
+    """The aligned model export (``model/``) of the align stage."""
+    return StageDir(align.fs, align.child("model"), align.protocol_prefix)
+
+
 def aligned_form(model: StageDir, ec: ExplainConfig) -> str:
     """``explain.form``, else the form recorded in the aligned model's ``recexp.json``."""
     form = ec.form or (model.read_json("recexp.json").get("form") or "")
@@ -147,10 +154,10 @@ def decoding(ec: ExplainConfig) -> dict[str, Any]:
 def settings_for(ctx: StageContext, align: StageDir) -> ExplainSettings:
     ec = ctx.cfg.explain
     return ExplainSettings(
-        form=aligned_form(StageDir(align.fs, align.child("model"), align.protocol_prefix), ec), template=ec.template,
+        form=aligned_form(model_dir(align), ec), template=ec.template,
         max_hist=ctx.cfg.tasks.max_hist, batch_size=ec.batch_size, max_new_tokens=ec.max_new_tokens,
         max_prompt_tokens=ec.max_prompt_tokens, adapter_id=adapter_id(ctx.store.manifest(ctx.upstream["align"], "align")),
-        align_run=ctx.upstream["align"], run_id=ctx.run_id, decoding=decoding(ec),
+        align_run=ctx.upstream["align"], run_id=ctx.run_id, decoding=decoding(ec), follow_up=ec.follow_up,
     )
 
 
@@ -161,17 +168,33 @@ def keys_of(table: pa.Table) -> list[tuple[int, int]]:
     return list(zip(table["user_id"].to_pylist(), table["item_id"].to_pylist()))
 
 
-def reusable_rows(store: Store, runs: Sequence[str], adapter: str, requests: pa.Table) -> pa.Table:
-    """Rows of the committed explanations of ``runs`` with ``adapter`` and a requested key;
-    one per key (the first run listed wins)."""
-    wanted = set(keys_of(requests))
+def expected_hashes(
+    ctx: StageContext, align: StageDir, settings: ExplainSettings, catalog: Catalog, requests: pa.Table,
+) -> list[str]:
+    """The ``prompt_hash`` each request's row would get in this run (the prompt needs the
+    window of the recommender the aligned model names, so that encoder is loaded)."""
+    from recexp.recommender import load
+
+    endpoint = ctx.cfg.store.endpoint_url
+    max_len = load(model_dir(align).read_json("recexp.json")["recommender"]["uri"], endpoint_url=endpoint).max_len
+    templates = load_templates(ctx.cfg.tasks.templates, endpoint)
+    return request_hashes(catalog, templates, settings, max_len, requests)
+
+
+def reusable_rows(
+    store: Store, runs: Sequence[str], adapter: str, requests: pa.Table, hashes: Sequence[str],
+) -> pa.Table:
+    """Rows of the committed explanations of ``runs`` with ``adapter``, a requested key and that
+    request's prompt hash (``hashes``, one per request); one per key (the first run listed wins)."""
+    wanted = dict(zip(keys_of(requests), hashes))
     found: list[pa.Table] = []
     for run in runs:
         table = store.committed(run, STAGE).read_table(OUT_DIR).select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
         table = table.filter(pc.equal(table["adapter_id"], adapter))
-        keep = [k in wanted for k in keys_of(table)]
+        keep = [wanted.get(k) == h for k, h in zip(keys_of(table), table["prompt_hash"].to_pylist())]
         table = table.filter(pa.array(keep, pa.bool_()))
-        wanted -= set(keys_of(table))
+        for key in keys_of(table):
+            wanted.pop(key, None)
         found.append(table)
     return pa.concat_tables(found) if found else OUTPUT_SCHEMA.empty_table()
 
@@ -262,8 +285,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         catalog = build_catalog(ctx.input("build-alignment-data").read_table("catalog.parquet"))
         requests, repeated = requests_for(ctx, len(catalog))
         settings = settings_for(ctx, align)
-        reused = OUTPUT_SCHEMA.empty_table() if ctx.cfg.force else reusable_rows(
-            ctx.store, ec.reuse_runs, settings.adapter_id, requests)
+        reused = OUTPUT_SCHEMA.empty_table()
+        if ec.reuse_runs and not ctx.cfg.force:
+            hashes = expected_hashes(ctx, align, settings, catalog, requests)
+            reused = reusable_rows(ctx.store, ec.reuse_runs, settings.adapter_id, requests, hashes)
         pending = without(requests, reused)
         plan = {**dataclasses.asdict(settings), "run_id": None, "partition_size": ec.partition_size,
                 "templates": ctx.cfg.tasks.templates}

@@ -287,6 +287,10 @@ class ServeConfig:
     """Largest ``k`` of ``/v1/recommend``."""
     max_new_tokens: int = 64
     """Tokens generated per explanation, and the cap of a chat request's ``max_tokens``."""
+    follow_up: bool = True
+    """Explain in two turns: the Yes / No answer from one forward over the explanation prompt,
+    then the explanation as the reply to a plain-text "why?" turn (``explain_followup`` template 0,
+    as the explain stage does); false: one pass (the answer read at the explanation's first token)."""
     max_prompt_tokens: int = 1024
     """Longest prompt in tokens (chat prompts above are refused with 422)."""
     dtype: str = "float32"
@@ -547,7 +551,12 @@ class ExplainConfig:
     form: str = ""
     """Prompt form (behaviour, intention, hybrid); empty: the form the aligned model was trained on."""
     template: int = 0
-    """Index of the ``uidiid2explan`` template used for every prompt (fixed: same request, same prompt)."""
+    """Index of the ``uidiid2explan`` template used for every prompt (fixed: same request, same
+    prompt), and of the ``explain_followup`` question asked after the answer."""
+    follow_up: bool = True
+    """Explain in two turns: the Yes / No answer from one forward over the explanation prompt,
+    then the explanation as the reply to a plain-text "why?" turn (an aligned model trained on
+    short answers stops after "Yes" otherwise); false: one pass from the prompt itself."""
     max_new_tokens: int = 64
     """Most tokens generated per explanation."""
     do_sample: bool = False

@@ -5,13 +5,14 @@ For each request (:data:`recexp.explain.requests.REQUEST_SCHEMA`) the :class:`Ex
 1. fills in ``rank`` / ``rec_score`` where the request has none (explicit pairs) with the
    aligned model's own frozen recommender (:func:`score_requests`);
 2. builds the explanation prompt exactly like the training data (:mod:`recexp.tasks.online`);
-3. generates in length-sorted batches (:func:`recexp.explain.generate.generate_batched`),
-   recording the ``Yes`` / ``No`` scores at the first answer position: ``answer`` is the
-   larger of the two (the RecExplainer T3 reading), ``answer_margin`` their difference;
+3. answers and explains in length-sorted batches (:func:`recexp.explain.two_turn.answer_and_explain`):
+   ``answer`` is the larger of the ``Yes`` / ``No`` scores at the answer position (the
+   RecExplainer T3 reading), ``answer_margin`` their difference; with ``follow_up`` (default)
+   the explanation answers a second user turn asking why, else it is generated in one pass;
 4. returns one :data:`OUTPUT_SCHEMA` row per request, in request order.
 
-``prompt_hash`` identifies the exact model input (chat turns and slot ids), so rows made from
-the same prompt can be recognised across runs.
+``prompt_hash`` identifies the exact model input (chat turns, slot ids and the follow-up
+question), so rows made from the same prompt can be recognised across runs.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from recexp.explain.generate import generate_batched
+from recexp.explain.two_turn import answer_and_explain, answer_token_ids
 from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator
-from recexp.llm.errors import SlotError
 from recexp.tasks.catalog import Catalog
 from recexp.tasks.interest import padded_histories
-from recexp.tasks.online import explain_rows
+from recexp.tasks.online import explain_rows, follow_up_text
 from recexp.tasks.templates import TemplateSet
 
 OUTPUT_SCHEMA = pa.schema(
@@ -76,20 +76,42 @@ class ExplainSettings:
     run_id: str
     decoding: Mapping[str, Any] = field(default_factory=dict)
     """Extra ``generate`` keywords (``do_sample``, ``temperature``, ``top_p``, ``num_beams``...)."""
+    follow_up: bool = True
+    """Two turns (answer, then "why?" with the ``explain_followup`` template of index ``template``);
+    False: one pass (the explanation generated from the prompt itself)."""
 
 
-def answer_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
-    """First token ids of ``Yes`` and ``No`` as an answer starts (right after the generation prompt)."""
-    yes, no = (tokenizer(word, add_special_tokens=False)["input_ids"] for word in ("Yes", "No"))
-    if not yes or not no or yes[0] == no[0]:
-        raise SlotError("the tokenizer does not give 'Yes' and 'No' distinct first tokens")
-    return int(yes[0]), int(no[0])
-
-
-def prompt_hash(row: Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the chat turns and slot ids of a prompt row."""
+def prompt_hash(row: Mapping[str, Any], follow_up: str | None = None) -> str:
+    """16 hex digits of the SHA-256 of the chat turns and slot ids of a prompt row and, when
+    there is one, the follow-up question (one-pass rows hash as before follow-ups existed)."""
     payload = {key: row[key] for key in ("messages", "history_ids", "item_slot_ids")}
+    if follow_up:
+        payload["follow_up"] = follow_up
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def request_prompts(
+    catalog: Catalog, templates: TemplateSet, settings: ExplainSettings, max_len: int, requests: pa.Table,
+) -> list[dict[str, Any]]:
+    """Prompt rows of ``requests``, in order; ``max_len``: the recommender's history window."""
+    return explain_rows(
+        catalog, requests["history"].to_pylist(), requests["item_id"].to_pylist(), form=settings.form,
+        max_hist=settings.max_hist, max_len=max_len, template_index=settings.template, templates=templates,
+        user_ids=requests["user_id"].to_pylist(),
+    )
+
+
+def settings_follow_up(templates: TemplateSet, settings: ExplainSettings) -> str | None:
+    """The follow-up question of ``settings`` (None: one pass)."""
+    return follow_up_text(templates, settings.form, settings.template) if settings.follow_up else None
+
+
+def request_hashes(
+    catalog: Catalog, templates: TemplateSet, settings: ExplainSettings, max_len: int, requests: pa.Table,
+) -> list[str]:
+    """The ``prompt_hash`` each request's row gets (the explain recipe matches reusable rows on it)."""
+    follow_up = settings_follow_up(templates, settings)
+    return [prompt_hash(row, follow_up) for row in request_prompts(catalog, templates, settings, max_len, requests)]
 
 
 @torch.no_grad()
@@ -127,35 +149,30 @@ class Explainer:
         self.collator = Collator(tokenizer, model.slots, settings.max_prompt_tokens)
         self.catalog, self.templates, self.settings = catalog, templates, settings
         self.answer_ids = answer_token_ids(tokenizer)
+        self.follow_up = settings_follow_up(templates, settings)
 
     def prompts(self, requests: pa.Table) -> list[dict[str, Any]]:
-        """Prompt rows of ``requests``, in order."""
-        s = self.settings
-        return explain_rows(
-            self.catalog, requests["history"].to_pylist(), requests["item_id"].to_pylist(), form=s.form,
-            max_hist=s.max_hist, max_len=self.model.recommender.max_len, template_index=s.template,
-            templates=self.templates, user_ids=requests["user_id"].to_pylist(),
-        )
+        """Prompt rows (turn 1) of ``requests``, in order."""
+        return request_prompts(self.catalog, self.templates, self.settings, self.model.recommender.max_len, requests)
 
     def explain(self, requests: pa.Table) -> tuple[pa.Table, int]:
         """One :data:`OUTPUT_SCHEMA` row per request (same order) and the tokens generated."""
         s = self.settings
         requests = score_requests(self.model.recommender, requests)
         rows = self.prompts(requests)
-        out = generate_batched(
+        out = answer_and_explain(
             self.model, self.collator, rows, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-            score_ids=self.answer_ids, **dict(s.decoding),
+            yes_no_ids=self.answer_ids, follow_up=self.follow_up, **dict(s.decoding),
         )
-        margins = np.array([yes - no for yes, no in out.first_scores or []], dtype=np.float32).reshape(-1)
         n = requests.num_rows
         columns = {name: requests[name] for name in ("user_id", "item_id", "rank", "rec_score", "position")}
         columns |= {
-            "answer": pa.array(np.where(margins >= 0, "yes", "no").tolist(), pa.string()),
-            "answer_margin": pa.array(margins, pa.float32()),
-            "explanation": pa.array([texts[0] for texts in out.texts], pa.string()),
-            "new_tokens": pa.array([counts[0] for counts in out.new_tokens], pa.int32()),
+            "answer": pa.array(out.answers, pa.string()),
+            "answer_margin": pa.array(out.margins, pa.float32()),
+            "explanation": pa.array(out.texts, pa.string()),
+            "new_tokens": pa.array(out.new_tokens, pa.int32()),
             "form": pa.array([s.form] * n, pa.string()),
-            "prompt_hash": pa.array([prompt_hash(row) for row in rows], pa.string()),
+            "prompt_hash": pa.array([prompt_hash(row, self.follow_up) for row in rows], pa.string()),
             "adapter_id": pa.array([s.adapter_id] * n, pa.string()),
             "align_run": pa.array([s.align_run] * n, pa.string()),
             "run_id": pa.array([s.run_id] * n, pa.string()),

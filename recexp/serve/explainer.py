@@ -8,9 +8,12 @@ into the one :class:`~recexp.llm.aligned.AlignedLM` while it generates. ``base``
 LM with every adapter disabled (plain chat). A lock serialises switching and generation.
 
 Explanations use the training prompts (:func:`recexp.tasks.online.explain_rows`: same
-templates, form rendering and escaped titles). The yes/no ``answer`` is the aligned model's
-``Yes`` vs ``No`` score at the first generated token of that same prompt (the explanation
-responses start with the verdict), read during the generation at no extra cost.
+templates, form rendering and escaped titles) and the explain stage's own answering code
+(:func:`recexp.explain.two_turn.answer_and_explain`), so the same (history, item) gets the same
+answer and explanation here and in batch. The yes/no ``answer`` is the aligned model's ``Yes``
+vs ``No`` score at the answer position of that prompt; with ``serve.follow_up`` (default) the
+explanation answers a second user turn asking why (template 0 of ``explain_followup``), else
+it is generated from the prompt itself in one pass.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from safetensors.torch import load_file
 from recexp.config import RunConfig
 from recexp.errors import DataError
 from recexp.explain.generate import generate_batched
+from recexp.explain.two_turn import answer_and_explain, answer_token_ids
 from recexp.llm.collate import Collator
 from recexp.llm.connectors import Connectors
 from recexp.llm.errors import ContextLengthError, SlotError
@@ -34,7 +38,8 @@ from recexp.llm.export import ADAPTER_DIR, CONNECTORS_FILE, load_aligned, read_m
 from recexp.llm.load import local_model_copy
 from recexp.serve.artifacts import encoder_url, load_catalog, model_url
 from recexp.serve.errors import NotFound, Unprocessable
-from recexp.tasks.online import explain_rows
+from recexp.tasks.interest import LABELS
+from recexp.tasks.online import explain_rows, follow_up_row, follow_up_text
 from recexp.tasks.sanitize import escape_text
 from recexp.tasks.templates import load_templates
 
@@ -58,14 +63,6 @@ class Adapter:
     connectors: Connectors
 
 
-def answer_ids(tokenizer: Any) -> list[int]:
-    """First token ids of ``Yes`` and ``No`` (their scores at the first answer step decide)."""
-    ids = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in ("Yes", "No")]
-    if ids[0] == ids[1]:
-        raise ValueError("the tokenizer starts 'Yes' and 'No' with the same token")
-    return ids
-
-
 class ExplainerCore:
     """Aligned LLM with multiplexed adapters; explanation and chat batches."""
 
@@ -81,7 +78,7 @@ class ExplainerCore:
         self.collator = Collator(self.tokenizer, self.model.slots, cfg.serve.max_prompt_tokens)
         self.catalog = load_catalog(cfg)
         self.templates = load_templates(cfg.tasks.templates, endpoint)
-        self.answer_ids = answer_ids(self.tokenizer)
+        self.answer_ids = answer_token_ids(self.tokenizer)
         run_id = cfg.inputs.get("align", str(cfg.run_id))
         self.resident = {DEFAULT: Adapter(DEFAULT, run_id, self._form(self.manifest), self.model.connectors)}
         self.lock = threading.RLock()
@@ -145,8 +142,13 @@ class ExplainerCore:
 
     # ------------------------------------------------------------------ explanations
 
+    def follow_up(self, adapter: Adapter) -> str | None:
+        """The "why?" turn asked after the answer (None: one pass, ``serve.follow_up=false``)."""
+        return follow_up_text(self.templates, adapter.form) if self.cfg.serve.follow_up else None
+
     def explain_row(self, adapter: Adapter, history: Sequence[int], item_id: int, user_id: int) -> dict[str, Any]:
-        """The prompt row of one request, checked (tokenised) so a bad one fails alone."""
+        """The prompt row of one request, checked (tokenised, with either answer and the
+        follow-up too) so a bad one fails alone."""
         try:
             rows = explain_rows(
                 self.catalog, [history], [item_id], form=adapter.form, max_hist=self.cfg.tasks.max_hist,
@@ -154,21 +156,22 @@ class ExplainerCore:
             )
         except DataError as err:
             raise Unprocessable(str(err)) from None
-        self._check_prompt(rows[0])
+        follow_up = self.follow_up(adapter)
+        checked = [rows[0]] + ([follow_up_row(rows[0], word, follow_up) for word in LABELS] if follow_up else [])
+        for row in checked:
+            self._check_prompt(row)
         return rows[0]
 
     def explain_batch(self, adapter: Adapter, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Answers and explanations of ``rows`` (one generation batch)."""
+        """Answers and explanations of ``rows`` (one batch)."""
         with self._using(adapter):
-            gen = generate_batched(
+            out = answer_and_explain(
                 self.model, self.collator, rows, batch_size=len(rows), max_new_tokens=self.cfg.serve.max_new_tokens,
-                score_ids=self.answer_ids,
+                yes_no_ids=self.answer_ids, follow_up=self.follow_up(adapter),
             )
-        scores = gen.first_scores or [[0.0, 0.0]] * len(rows)
         return [
-            {"answer": "yes" if yes >= no else "no", "explanation": texts[0], "adapter": adapter.name,
-             "adapter_run_id": adapter.run_id}
-            for texts, (yes, no) in zip(gen.texts, scores)
+            {"answer": answer, "explanation": text, "adapter": adapter.name, "adapter_run_id": adapter.run_id}
+            for answer, text in zip(out.answers, out.texts)
         ]
 
     # ------------------------------------------------------------------ chat

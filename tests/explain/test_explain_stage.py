@@ -22,7 +22,7 @@ import recexp.recommender as rec
 from ray_jobs import explain as recipe
 from recexp.config import load_config
 from recexp.errors import DataError, RecexpError
-from recexp.explain.batch import OUTPUT_SCHEMA, Explainer, ExplainSettings
+from recexp.explain.batch import OUTPUT_SCHEMA, Explainer, ExplainSettings, prompt_hash
 from recexp.explain.partials import Partials
 from recexp.explain.requests import read_last_topk, topk_requests
 from recexp.llm.aligned import AlignedLM
@@ -175,6 +175,27 @@ def test_reuse_skips_existing_rows_unless_forced(upstream: dict, first: dict) ->
     forced = run(upstream, "second", "explain.k=4", "explain.reuse_runs=[first]", "force=true")["summary"]
     assert (forced["reused"], forced["generated"]) == (0, 40)
     assert set(output(upstream, "second")["run_id"].to_pylist()) == {"second"}
+
+
+def test_reuse_needs_the_same_prompt(upstream: dict, first: dict) -> None:
+    """Rows made from another prompt (here: two turns, while this run explains in one pass) are
+    regenerated; the answers come from the same first forward, the explanations do not."""
+    summary = run(upstream, "onepass", "explain.follow_up=false", "explain.reuse_runs=[first]")["summary"]
+    assert (summary["reused"], summary["generated"]) == (0, 30)
+    table, old = output(upstream, "onepass"), output(upstream, "first")
+    assert set(table["run_id"].to_pylist()) == {"onepass"}
+    assert not set(table["prompt_hash"].to_pylist()) & set(old["prompt_hash"].to_pylist())
+    assert table["answer"].to_pylist() == old["answer"].to_pylist()
+    assert np.allclose(table["answer_margin"].to_numpy(), old["answer_margin"].to_numpy(), atol=1e-3)
+    assert table["explanation"].to_pylist() != old["explanation"].to_pylist()
+    settings = ExplainSettings("hybrid", 0, 3, 3, 6, 2048, "-", "up", "onepass", follow_up=False)
+    explainer = Explainer(upstream["model"], upstream["tokenizer"], upstream["catalog"], load_templates(), settings)
+    want, _ = explainer.explain(expected_requests(upstream))
+    for name in ("answer", "explanation", "prompt_hash"):
+        assert table[name].to_pylist() == want[name].to_pylist(), name
+    assert table["prompt_hash"].to_pylist() == [prompt_hash(row) for row in explainer.prompts(expected_requests(upstream))]
+    again = run(upstream, "onepass2", "explain.follow_up=false", "explain.reuse_runs=[first,onepass]")["summary"]
+    assert (again["reused"], again["generated"]) == (30, 0)  # the same prompt: copied
 
 
 def test_explicit_pairs(upstream: dict, first: dict) -> None:

@@ -14,11 +14,12 @@ import torch
 
 from recexp.config import RunConfig, load_config
 from recexp.explain.generate import generate_batched
+from recexp.explain.two_turn import answer_and_explain, answer_token_ids
 from recexp.llm.collate import Collator
 from recexp.llm.export import load_aligned
 from recexp.serve.artifacts import encoder_url, load_catalog, model_url
-from recexp.serve.explainer import answer_ids
-from recexp.tasks.online import explain_rows
+from recexp.tasks.online import explain_rows, follow_up_text
+from recexp.tasks.templates import load_templates
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_CONFIG = ROOT / "configs" / "serve" / "test.yaml"
@@ -51,20 +52,21 @@ def wait_ready(url: str, token: str | None = None, timeout: float = 300.0) -> No
 
 def reference_explanations(cfg: RunConfig, run_id: str, pairs: list[tuple[list[int], int]]) -> list[tuple[str, str]]:
     """``(answer, explanation)`` per ``(history, item)`` from the adapter of ``run_id`` loaded
-    alone with ``load_aligned`` and generated one prompt at a time (no Serve, no batching)."""
+    alone with ``load_aligned`` and answered one prompt at a time (no Serve, no batching), in
+    two turns unless ``serve.follow_up`` is off (the explain stage's answering code)."""
     torch.set_num_threads(1)
     model, tokenizer = load_aligned(model_url(cfg, run_id), recommender_uri=encoder_url(cfg),
                                     endpoint_url=cfg.store.endpoint_url)
     collator = Collator(tokenizer, model.slots, cfg.serve.max_prompt_tokens)
     catalog = load_catalog(cfg)
+    follow_up = follow_up_text(load_templates(), "hybrid") if cfg.serve.follow_up else None
     out = []
     for history, item in pairs:
         rows = explain_rows(catalog, [history], [item], form="hybrid", max_hist=cfg.tasks.max_hist,
                             max_len=model.recommender.max_len)
-        gen = generate_batched(model, collator, rows, batch_size=1, max_new_tokens=cfg.serve.max_new_tokens,
-                               score_ids=answer_ids(tokenizer))
-        yes, no = gen.first_scores[0]
-        out.append(("yes" if yes >= no else "no", gen.texts[0][0]))
+        got = answer_and_explain(model, collator, rows, batch_size=1, max_new_tokens=cfg.serve.max_new_tokens,
+                                 yes_no_ids=answer_token_ids(tokenizer), follow_up=follow_up)
+        out.append((got.answers[0], got.texts[0]))
     return out
 
 
