@@ -56,7 +56,7 @@ class RayConfig:
     address: str | None = None
     """Cluster address (``auto``, ``ray://host:10001``); unset starts a local Ray."""
     num_cpus: int | None = None
-    """CPUs of a local Ray (ignored when ``address`` is set)."""
+    """CPUs of a local Ray (ignored when ``address`` is set and inside a Ray job)."""
 
     def __post_init__(self) -> None:
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", "must be >= 1")

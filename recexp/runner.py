@@ -9,6 +9,7 @@ record its inputs.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -100,7 +101,9 @@ def init_ray(cfg: Any) -> None:
 
     if ray.is_initialized():
         return
-    if cfg.address:
+    if cfg.address or os.environ.get("RAY_ADDRESS"):
+        # A Ray job's driver (RAY_ADDRESS set by the job supervisor) joins its cluster, whose
+        # resources are fixed: ray.num_cpus would make ray.init fail there, so it is ignored.
         ray.init(address=cfg.address)
     else:
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False)
