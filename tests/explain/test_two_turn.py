@@ -72,7 +72,7 @@ def test_turn_two_renders_through_the_chat_template(parts) -> None:
         f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
         f"<|im_start|>assistant\nYes<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert question.startswith("Why?") and "{" not in question and "<" not in question
+    assert "why" in question and "{" not in question and "<" not in question
     assert prompt.count("<user>") == 1 and prompt.count("<item>") == 1  # the slots stay in turn 1
     assert (turn2["history_ids"], turn2["item_slot_ids"]) == (row["history_ids"], row["item_slot_ids"])
     collator = Collator(parts.tokenizer, parts.slots, 1024)

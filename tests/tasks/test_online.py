@@ -88,9 +88,10 @@ def test_follow_up_turn(data, form: str) -> None:
 
 def test_follow_up_wording_depends_on_the_form(data) -> None:
     templates = make_ctx(data).templates
-    assert follow_up_text(templates, "behaviour") == follow_up_text(templates, "hybrid")
-    assert follow_up_text(templates, "intention") != follow_up_text(templates, "hybrid")
-    assert "history" in follow_up_text(templates, "hybrid")
+    assert follow_up_text(templates, "hybrid") == "Explain why in one full sentence that starts with 'Because'."
+    assert follow_up_text(templates, "behaviour", 1) == follow_up_text(templates, "hybrid", 1)
+    assert follow_up_text(templates, "intention", 1) != follow_up_text(templates, "hybrid", 1)
+    assert "history" in follow_up_text(templates, "hybrid", 1)
     with pytest.raises(DataError, match="template_index 10 out of range: explain_followup/hybrid"):
         follow_up_text(templates, "hybrid", 10)
     with pytest.raises(DataError, match="unknown form 'poetry'"):
