@@ -54,12 +54,16 @@ def serve_forever(cfg: RunConfig) -> None:
     if cfg.serve.auth_token is None and cfg.serve.host not in LOOPBACK:
         log("warning: no serve.auth_token: anyone who reaches the port can use the service")
     init_ray(cfg.ray)
+    # Explicit handlers: a process started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         url = start(cfg)
         log(f"serving run {cfg.run_id} at {url} (docs: {url}/docs); Ctrl-C stops")
         while True:
-            time.sleep(3600)
+            # Short naps: Ray's threads may take the SIGINT, and Python then only raises
+            # KeyboardInterrupt when the main thread next runs (a 1-hour sleep would hide it).
+            time.sleep(0.5)
     except KeyboardInterrupt:
         log("interrupted: shutting Serve down")
     finally:

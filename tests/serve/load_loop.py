@@ -15,6 +15,7 @@ class Load:
     def __init__(self, url: str, clients: int, limit: int | None = None) -> None:
         self.url, self.clients, self.limit = url, clients, limit
         self.codes: list[int] = []
+        self._sent = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(clients)
@@ -32,8 +33,12 @@ class Load:
         self._pool.shutdown(wait=True)
 
     def _next(self) -> bool:
+        """Reserve the next request (under the lock: ``limit`` is exact with many clients)."""
         with self._lock:
-            return not self._stop.is_set() and (self.limit is None or len(self.codes) < self.limit)
+            if self._stop.is_set() or (self.limit is not None and self._sent >= self.limit):
+                return False
+            self._sent += 1
+            return True
 
     def _client(self, client: int) -> None:
         session = requests.Session()

@@ -50,7 +50,10 @@ def test_serves_until_interrupted(store_root) -> None:
         assert reply.status_code == 200 and len(reply.json()["items"]) == 3
         wait_for_line(lines, "[recexp] serving run run-a", timeout=120)  # serve.run has returned
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("no exit 120 s after SIGINT; its last lines:\n" + "".join(lines[-40:]))
         reader.join(timeout=10)
     finally:
         if proc.poll() is None:
