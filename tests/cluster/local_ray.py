@@ -55,6 +55,10 @@ class LocalCluster:
     gcs_address: str = ""
     dashboard_url: str = ""
     procs: list[subprocess.Popen] = field(default_factory=list)
+    nodes: int = 0
+    """Nodes started and alive."""
+    attempts: int = 0
+    """``ray start`` commands run (each names its temp dir and log)."""
 
     def __post_init__(self) -> None:
         token_file = self.temp_dir / "auth_token"  # the root: shared by the nodes and the clients
@@ -69,13 +73,14 @@ class LocalCluster:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def start_node(self, head: bool, num_cpus: int, resources: dict[str, float]) -> None:
+    def start_node(self, head: bool, num_cpus: int, resources: dict[str, float]) -> tuple[subprocess.Popen, Path]:
         """``ray start --block`` one node in its own session (so it never gets our terminal's signals)."""
         names = HEAD_PORTS if head else NODE_PORTS
         ports = dict(zip(names, free_ports(len(names))))
         # Each node gets its own temp dir: nodes on one host sharing one would share the session's
         # runtime_resources/, and one node's cleanup would delete a working_dir the other still runs in.
-        node_dir = self.temp_dir / f"node{len(self.procs)}"
+        self.attempts += 1
+        node_dir = self.temp_dir / f"node{self.attempts}"
         args = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
                 f"--resources={json.dumps(resources)}", f"--object-store-memory={OBJECT_STORE_BYTES}",
                 f"--temp-dir={node_dir}", "--disable-usage-stats"]
@@ -86,8 +91,25 @@ class LocalCluster:
             self.dashboard_url = f"http://127.0.0.1:{ports['dashboard-port']}"
         else:
             args += [f"--address={self.gcs_address}"]
-        with open(self.temp_dir / f"ray-start-{len(self.procs)}.log", "wb") as log:  # the child keeps its own copy
-            self.procs.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with open(self.temp_dir / f"ray-start-{self.attempts}.log", "wb") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc, node_dir
+
+    def add_node(self, head: bool, num_cpus: int, resources: dict[str, float], attempts: int = 3) -> None:
+        """Start a node and wait until it is alive. Ray gives a new raylet 30 s to register, which a
+        loaded machine can miss: such a start is cleaned up and tried again (fresh ports and dir)."""
+        for attempt in range(attempts):
+            proc, node_dir = self.start_node(head, num_cpus, resources)
+            try:
+                self.wait_nodes(self.nodes + 1, proc)
+                self.nodes += 1
+                return
+            except StartupError:
+                if attempt == attempts - 1:
+                    raise
+                self.procs.remove(proc)
+                _terminate(_tree([proc]) | _by_temp_dir(node_dir))
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.temp_dir.glob("ray-start-*.log")))
@@ -103,12 +125,12 @@ class LocalCluster:
         rows = self.get("/api/v0/nodes?limit=100")["data"]["result"]["result"]
         return [row for row in rows if row["state"] == "ALIVE"]
 
-    def wait_nodes(self, n: int, timeout: float = 600.0) -> list[dict]:
-        """Wait until ``n`` nodes are alive; returns them."""
+    def wait_nodes(self, n: int, proc: subprocess.Popen, timeout: float = 600.0) -> list[dict]:
+        """Wait until ``n`` nodes are alive; :class:`StartupError` if ``proc`` (a ``ray start``) exits first."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"ray start exited early:\n{self.logs()}")
+            if proc.poll() is not None:
+                raise StartupError(f"ray start exited early:\n{self.logs()}")
             with contextlib.suppress(OSError, KeyError, ValueError):  # the dashboard is not up yet
                 nodes = self.alive_nodes()
                 if len(nodes) >= n:
@@ -119,23 +141,37 @@ class LocalCluster:
     def stop(self) -> None:
         """Terminate every process these ``ray start`` commands started (found by ancestry and by
         our temp dir in their command line), then remove the temp dir."""
-        mine = {psutil.Process(p.pid) for p in self.procs if p.poll() is None}
-        for proc in list(mine):
-            with contextlib.suppress(psutil.Error):
-                mine.update(proc.children(recursive=True))
-        mine.update(_by_temp_dir(self.temp_dir))
-        for proc in mine:
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()
-        _, alive = psutil.wait_procs(list(mine), timeout=15)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=10)
+        _terminate(_tree(self.procs) | _by_temp_dir(self.temp_dir))
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class StartupError(RuntimeError):
+    """A ``ray start`` exited before its node was up."""
+
+
+def _tree(procs: list[subprocess.Popen]) -> set[psutil.Process]:
+    """The running processes among ``procs`` and all their descendants."""
+    found = set()
+    for p in (p for p in procs if p.poll() is None):  # an exited one's pid may belong to someone else now
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(p.pid)
+            found |= {root, *root.children(recursive=True)}
+    return found
+
+
+def _terminate(procs: set[psutil.Process]) -> None:
+    """SIGTERM, then SIGKILL what is left after 10 s."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(procs), timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
 
 
 def _by_temp_dir(temp_dir: Path) -> set[psutil.Process]:
@@ -154,10 +190,7 @@ def local_cluster(nodes: list[tuple[int, dict[str, float]]], env: dict[str, str]
     cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rx-", dir="/tmp")), env)
     try:
         for i, (cpus, resources) in enumerate(nodes):
-            cluster.start_node(head=i == 0, num_cpus=cpus, resources=resources)
-            if i == 0:
-                cluster.wait_nodes(1)
-        cluster.wait_nodes(len(nodes))
+            cluster.add_node(head=i == 0, num_cpus=cpus, resources=resources)
         yield cluster
     finally:
         cluster.stop()

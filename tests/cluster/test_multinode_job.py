@@ -3,8 +3,10 @@
 Two ``ray start`` processes on 127.0.0.1 (a head and a worker that joins it, 1 CPU and a custom
 resource each) form the cluster; the job goes in through ``JobSubmissionClient`` with the
 repository as its ``working_dir`` (what ``ray job submit --working-dir .`` uploads) and runs
-``python -m ray_jobs.pipeline`` on generated data with ``store.root=s3://recexp/...`` on the
-moto server, so every stage reads its upstream from object storage, whichever node it runs on.
+``python -m ray_jobs.pipeline`` (ingest -> train-recommender -> build-alignment-data -> align ->
+evaluate, tiny sizes, generated data, a tiny config-built Llama as the base model) with
+``store.root=s3://recexp/...`` on the moto server: every stage reads its upstream, and align its
+base model, from object storage, whichever node it runs on.
 """
 
 from __future__ import annotations
@@ -21,15 +23,25 @@ import pytest
 from local_ray import LocalCluster, local_cluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from recexp.store import Store
+from recexp.store import StageDir, Store, put_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
+import llm_tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "multinode"
-STAGES = ["ingest", "train-recommender", "build-alignment-data"]
+STAGES = ["ingest", "train-recommender", "build-alignment-data", "align", "evaluate"]
 TINY = [
+    "ray.num_cpus=2",  # ignored in a job: the driver joins the cluster (a local run would start a 2-CPU Ray)
     "data.synthetic_interactions=3000", "recommender.d=16", "recommender.max_len=12", "recommender.batch_size=64",
     "recommender.epochs=2", "recommender.topk=20", "recommender.inference_actors=1",
     "tasks.explain_train=20", "tasks.explain_test=5",
+    # align: a tiny config-built Llama read from the S3 server, 2 steps of one DDP worker (1 CPU)
+    "align.strategy=ddp", "align.max_rows=16", "align.max_steps=2", "align.micro_batch_size=2", "align.grad_accum=1",
+    "align.max_length=1024", "align.lora_r=4", "align.lora_alpha=8", "align.checkpoint_every=2", "align.log_every=1",
+    # evaluate: the aligned export (loaded back from S3) and popularity on 4 test rows of T1 and T3
+    "evaluate.models=[aligned,popularity]", "evaluate.tasks=[t1,t3]", "evaluate.max_rows=4", "evaluate.batch_size=4",
+    "evaluate.title_tokens=8", "evaluate.device=cpu",
 ]
 AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 JOB_TIMEOUT_S = 1200.0  # a loaded 2-core machine; the job takes 1-2 minutes on an idle one
@@ -56,6 +68,16 @@ def store_args(s3_endpoint: str) -> list[str]:
     return [f"store.root=s3://recexp/cluster-{uuid.uuid4().hex[:8]}", f"store.endpoint_url={s3_endpoint}"]
 
 
+@pytest.fixture(scope="module")
+def base_model(store_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Llama + ChatML tokenizer uploaded to ``<store.root>/models/tiny``: its ``s3://`` URL."""
+    local = llm_tiny.save_tiny_base(tmp_path_factory.mktemp("tiny-base"), llm_tiny.tiny_tokenizer())
+    store = store_of(store_args)
+    models = StageDir(store.fs, f"{store.base}/models", store.prefix)
+    put_dir(str(local), models, "tiny")
+    return models.url("tiny")
+
+
 def submit(client: JobSubmissionClient, entrypoint: str) -> tuple[str, str, str]:
     """Run ``entrypoint`` as a job with the repository as working_dir; ``(status, logs, job id)`` once it ends."""
     runtime_env = {"working_dir": str(ROOT), "env_vars": {k: os.environ[k] for k in AWS}}
@@ -80,14 +102,14 @@ def store_of(store_args: list[str]) -> Store:
 
 
 @pytest.fixture(scope="module")
-def first_run(client: JobSubmissionClient, store_args: list[str]) -> dict:
-    status, logs, job_id = pipeline(client, store_args)
+def first_run(client: JobSubmissionClient, store_args: list[str], base_model: str) -> dict:
+    status, logs, job_id = pipeline(client, store_args, f"align.model={base_model}")
     assert status == "SUCCEEDED", logs[-5000:]
     store = store_of(store_args)
     return {"logs": logs, "job_id": job_id, "manifests": {s: store.manifest(RUN, s) for s in STAGES}}
 
 
-def test_pipeline_job_commits_every_stage_to_s3(first_run: dict, store_args: list[str]) -> None:
+def test_pipeline_job_commits_every_stage_to_s3(first_run: dict, store_args: list[str], base_model: str) -> None:
     store, manifests, logs = store_of(store_args), first_run["manifests"], first_run["logs"]
     root = store_args[0].split("=", 1)[1]
     for stage in STAGES:
@@ -119,6 +141,19 @@ def test_pipeline_job_commits_every_stage_to_s3(first_run: dict, store_args: lis
     assert counts["explain/train/intention"] == 20 and counts["explain/test/intention"] == 5
     assert tasks.read_table("catalog.parquet").num_rows == stats["num_items"]
 
+    align = store.committed(RUN, "align")
+    trained = align.read_json("metrics.json")
+    assert (trained["steps"], trained["workers"], trained["strategy"], trained["rows"]) == (2, 1, "ddp", 16)
+    export = align.read_json("model/recexp.json")
+    assert export["base_model"] == base_model  # read from the S3 server, not a local path
+    assert export["recommender"]["uri"] == f"{root}/runs/{RUN}/train-recommender/encoder"
+    assert manifests["align"]["upstream"] == {"ingest": RUN, "train-recommender": RUN, "build-alignment-data": RUN}
+
+    scores = store.committed(RUN, "evaluate").read_json("metrics.json")
+    assert {scores[f"{m}/{t}/rows"] for m in ("aligned", "popularity") for t in ("t1", "t3")} == {4.0}
+    assert 0.0 <= scores["aligned/t3/acc"] <= 1.0 and 0.0 <= scores["aligned/t1/hr@5"] <= 1.0
+    assert manifests["evaluate"]["upstream"] == {"align": RUN, "build-alignment-data": RUN, "ingest": RUN}
+
 
 def test_the_cluster_has_two_nodes_and_the_job_used_both(cluster: LocalCluster, first_run: dict) -> None:
     nodes = {n["node_id"]: n for n in cluster.alive_nodes()}
@@ -132,8 +167,9 @@ def test_the_cluster_has_two_nodes_and_the_job_used_both(cluster: LocalCluster, 
     assert used == set(nodes), "the job's tasks and actors ran on both nodes (1 CPU each: the stages need two)"
 
 
-def test_resubmitting_the_run_skips_committed_stages(client: JobSubmissionClient, store_args: list[str], first_run: dict) -> None:
-    status, logs, _ = pipeline(client, store_args)
+def test_resubmitting_the_run_skips_committed_stages(client: JobSubmissionClient, store_args: list[str], base_model: str,
+                                                     first_run: dict) -> None:
+    status, logs, _ = pipeline(client, store_args, f"align.model={base_model}")
     assert status == "SUCCEEDED", logs[-5000:]
     root = store_args[0].split("=", 1)[1]
     for stage in STAGES:
