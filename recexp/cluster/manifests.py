@@ -265,7 +265,8 @@ def check_rayservice(doc: Doc, docs: list[Doc], ctx: Context) -> Iterator[str]:
     if http.get("host") != POD_HTTP_HOST:
         yield f"serveConfigV2 http_options.host must be {POD_HTTP_HOST} in a pod, not {http.get('host')!r}"
     cluster = spec["rayClusterConfig"]
-    ports = {p.get("name"): p.get("containerPort") for p in cluster["headGroupSpec"]["template"]["spec"]["containers"][0].get("ports", [])}
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    ports = {p.get("name"): p.get("containerPort") for p in head.get("ports", [])}
     if ports.get("serve") != http.get("port", 8000):
         yield f"the head container needs a port named serve = http_options.port ({http.get('port', 8000)})"
     yield from check_cluster_spec(cluster, ctx, cpu_and_gpu_groups=False)

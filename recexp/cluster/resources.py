@@ -126,8 +126,8 @@ def place(bundles: list[Bundle], groups: list[NodeGroup]) -> str | None:
     for bundle, i in sorted(requests, key=lambda r: (r[0].gpus, r[0].cpus), reverse=True):
         node = next((n for n in free if n[0] + EPS >= bundle.cpus and n[1] + EPS >= bundle.gpus), None)
         if node is None:
-            return (f"{bundle.what} #{i + 1} of {bundle.count} ({bundle.cpus:g} CPU, {bundle.gpus:g} GPU) fits no free node of "
-                    + ", ".join(f"{g.name} ({g.max_nodes} x {g.cpus:g} CPU, {g.gpus:g} GPU)" for g in groups))
+            nodes = ", ".join(f"{g.name} ({g.max_nodes} x {g.cpus:g} CPU, {g.gpus:g} GPU)" for g in groups)
+            return f"{bundle.what} #{i + 1} of {bundle.count} ({bundle.cpus:g} CPU, {bundle.gpus:g} GPU) fits no free node of {nodes}"
         node[0] -= bundle.cpus
         node[1] -= bundle.gpus
     return None

@@ -175,11 +175,12 @@ def _terminate(procs: set[psutil.Process]) -> None:
 
 
 def _by_temp_dir(temp_dir: Path) -> set[psutil.Process]:
-    """Processes whose command line names our temp dir (Ray daemons orphaned by a dead parent)."""
-    found = set()
+    """Processes naming our temp dir in their command line or holding a file open in it: Ray
+    daemons and agents (which rename themselves, e.g. ``ray::DashboardAgent``) orphaned by a dead parent."""
+    found, mark = set(), str(temp_dir)
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if any(str(temp_dir) in arg for arg in proc.info["cmdline"] or ()):
+            if any(mark in arg for arg in proc.info["cmdline"] or ()) or any(mark in f.path for f in proc.open_files()):
                 found.add(proc)
     return found - {psutil.Process()}
 
