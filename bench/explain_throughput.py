@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests" / "tasks"))
 import fakes  # noqa: E402
 
 from recexp.explain.generate import count_new_tokens, generate_batched  # noqa: E402
+from recexp.explain.two_turn import answer_and_explain, answer_token_ids, answer_word  # noqa: E402
 from recexp.llm.aligned import AlignedLM  # noqa: E402
 from recexp.llm.collate import Collator  # noqa: E402
 from recexp.llm.connectors import Connectors  # noqa: E402
@@ -48,7 +49,8 @@ from recexp.llm.load import load_base  # noqa: E402
 from recexp.llm.lora import LoraSettings, apply_lora  # noqa: E402
 from recexp.llm.slots import add_slot_tokens, hidden_size  # noqa: E402
 from recexp.tasks.catalog import build_catalog  # noqa: E402
-from recexp.tasks.online import explain_rows  # noqa: E402
+from recexp.tasks.online import explain_rows, follow_up_row, follow_up_text  # noqa: E402
+from recexp.tasks.templates import load_templates  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 N_ITEMS, REC_DIM, REC_MAX_LEN = 500, 64, 20
@@ -88,6 +90,20 @@ def naive(model: AlignedLM, collator: Collator, rows: list[dict], max_new_tokens
     return texts, tokens
 
 
+def naive_two_turn(model: AlignedLM, collator: Collator, rows: list[dict], max_new_tokens: int,
+                   follow_up: str) -> tuple[list[str], int]:
+    """The two-turn baseline: per prompt, one forward for the Yes / No answer, then one
+    ``generate`` of the reply to the follow-up turn."""
+    yes, no = answer_token_ids(collator.encoder.tokenizer)
+    turns = []
+    for row in rows:
+        inputs = {k: v for k, v in collator.prompts([row]).model_inputs().items() if k != "labels"}
+        with torch.no_grad():
+            logits = model(**inputs).logits[0, -1]  # (V,) at the answer position
+        turns.append(follow_up_row(row, answer_word(float(logits[yes] - logits[no])), follow_up))
+    return naive(model, collator, turns, max_new_tokens)
+
+
 def timed(fn: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
@@ -95,10 +111,19 @@ def timed(fn: Any) -> tuple[Any, float]:
 
 
 def one_repeat(model: AlignedLM, collator: Collator, rows: list[dict], args: argparse.Namespace) -> dict[str, float]:
-    batched, t_batched = timed(lambda: generate_batched(
-        model, collator, rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens))
-    (texts, tokens), t_naive = timed(lambda: naive(model, collator, rows, args.max_new_tokens))
-    same = sum(a[0] == b for a, b in zip(batched.texts, texts)) / len(rows)
+    if args.two_turn:
+        follow_up = follow_up_text(load_templates(), args.form, 0)
+        batched, t_batched = timed(lambda: answer_and_explain(
+            model, collator, rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            yes_no_ids=answer_token_ids(collator.encoder.tokenizer), follow_up=follow_up))
+        (texts, tokens), t_naive = timed(lambda: naive_two_turn(model, collator, rows, args.max_new_tokens, follow_up))
+        batched_texts = [[t] for t in batched.texts]
+    else:
+        batched, t_batched = timed(lambda: generate_batched(
+            model, collator, rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens))
+        (texts, tokens), t_naive = timed(lambda: naive(model, collator, rows, args.max_new_tokens))
+        batched_texts = batched.texts
+    same = sum(a[0] == b for a, b in zip(batched_texts, texts)) / len(rows)
     return {
         "batched_s": t_batched, "naive_s": t_naive,
         "batched_expl_per_s": len(rows) / t_batched, "naive_expl_per_s": len(rows) / t_naive,
@@ -116,6 +141,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--form", choices=["hybrid", "intention"], default="hybrid")
     parser.add_argument("--out", default=str(OUT / "explain_throughput.json"))
+    parser.add_argument("--two-turn", action="store_true",
+                        help="the explain stage's path: answer, then the explanation as a follow-up reply")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, collator = build_model()
