@@ -112,7 +112,9 @@ class LocalCluster:
                 _terminate(_tree([proc]) | _by_temp_dir(node_dir))
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.temp_dir.glob("ray-start-*.log")))
+        """Tails of the ``ray start`` outputs and of Ray's record of subprocesses that died (for failures)."""
+        files = sorted(self.temp_dir.glob("ray-start-*.log")) + sorted(self.temp_dir.glob("node*/session_*/logs/ray_process_exit.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in files)
 
     def get(self, path: str) -> dict:
         """GET ``path`` from the dashboard's REST API (with the cluster's token) as JSON."""

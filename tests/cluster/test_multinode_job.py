@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from local_ray import LocalCluster, local_cluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -59,11 +60,6 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="module")
-def client(cluster: LocalCluster) -> JobSubmissionClient:
-    return JobSubmissionClient(cluster.dashboard_url, headers=cluster.headers)
-
-
-@pytest.fixture(scope="module")
 def store_args(s3_endpoint: str) -> list[str]:
     return [f"store.root=s3://recexp/cluster-{uuid.uuid4().hex[:8]}", f"store.endpoint_url={s3_endpoint}"]
 
@@ -78,22 +74,26 @@ def base_model(store_args: list[str], tmp_path_factory: pytest.TempPathFactory) 
     return models.url("tiny")
 
 
-def submit(client: JobSubmissionClient, entrypoint: str) -> tuple[str, str, str]:
+def submit(cluster: LocalCluster, entrypoint: str) -> tuple[str, str, str]:
     """Run ``entrypoint`` as a job with the repository as working_dir; ``(status, logs, job id)`` once it ends."""
+    client = JobSubmissionClient(cluster.dashboard_url, headers=cluster.headers)
     runtime_env = {"working_dir": str(ROOT), "env_vars": {k: os.environ[k] for k in AWS}}
     submission = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
     deadline = time.time() + JOB_TIMEOUT_S
-    while (status := client.get_job_status(submission)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        if time.time() > deadline:
-            client.stop_job(submission)
-            pytest.fail(f"job still {status} after {JOB_TIMEOUT_S}s:\n{client.get_job_logs(submission)[-5000:]}")
-        time.sleep(1.0)
-    return str(status), client.get_job_logs(submission), client.get_job_info(submission).job_id
+    try:
+        while (status := client.get_job_status(submission)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            if time.time() > deadline:
+                client.stop_job(submission)
+                pytest.fail(f"job still {status} after {JOB_TIMEOUT_S}s:\n{client.get_job_logs(submission)[-5000:]}")
+            time.sleep(1.0)
+        return str(status), client.get_job_logs(submission), client.get_job_info(submission).job_id
+    except requests.ConnectionError:
+        pytest.fail(f"the cluster's job API went away during the job; Ray's logs:\n{cluster.logs()}")
 
 
-def pipeline(client: JobSubmissionClient, store_args: list[str], *extra: str) -> tuple[str, str, str]:
+def pipeline(cluster: LocalCluster, store_args: list[str], *extra: str) -> tuple[str, str, str]:
     args = [f"run_id={RUN}", *store_args, f"pipeline.stages=[{','.join(STAGES)}]", *TINY, *extra]
-    return submit(client, "python -m ray_jobs.pipeline " + " ".join(args))
+    return submit(cluster, "python -m ray_jobs.pipeline " + " ".join(args))
 
 
 def store_of(store_args: list[str]) -> Store:
@@ -102,8 +102,8 @@ def store_of(store_args: list[str]) -> Store:
 
 
 @pytest.fixture(scope="module")
-def first_run(client: JobSubmissionClient, store_args: list[str], base_model: str) -> dict:
-    status, logs, job_id = pipeline(client, store_args, f"align.model={base_model}")
+def first_run(cluster: LocalCluster, store_args: list[str], base_model: str) -> dict:
+    status, logs, job_id = pipeline(cluster, store_args, f"align.model={base_model}")
     assert status == "SUCCEEDED", logs[-5000:]
     store = store_of(store_args)
     return {"logs": logs, "job_id": job_id, "manifests": {s: store.manifest(RUN, s) for s in STAGES}}
@@ -167,9 +167,9 @@ def test_the_cluster_has_two_nodes_and_the_job_used_both(cluster: LocalCluster, 
     assert used == set(nodes), "the job's tasks and actors ran on both nodes (1 CPU each: the stages need two)"
 
 
-def test_resubmitting_the_run_skips_committed_stages(client: JobSubmissionClient, store_args: list[str], base_model: str,
+def test_resubmitting_the_run_skips_committed_stages(cluster: LocalCluster, store_args: list[str], base_model: str,
                                                      first_run: dict) -> None:
-    status, logs, _ = pipeline(client, store_args, f"align.model={base_model}")
+    status, logs, _ = pipeline(cluster, store_args, f"align.model={base_model}")
     assert status == "SUCCEEDED", logs[-5000:]
     root = store_args[0].split("=", 1)[1]
     for stage in STAGES:
@@ -178,16 +178,16 @@ def test_resubmitting_the_run_skips_committed_stages(client: JobSubmissionClient
     assert {s: store.manifest(RUN, s) for s in STAGES} == first_run["manifests"]  # nothing re-run or rewritten
 
 
-def test_working_dir_upload_leaves_out_venv_artifacts_and_git(client: JobSubmissionClient) -> None:
-    status, logs, _ = submit(client, "python -c \"import json, os; print('LISTING', json.dumps(sorted(os.listdir('.'))))\"")
+def test_working_dir_upload_leaves_out_venv_artifacts_and_git(cluster: LocalCluster) -> None:
+    status, logs, _ = submit(cluster, "python -c \"import json, os; print('LISTING', json.dumps(sorted(os.listdir('.'))))\"")
     assert status == "SUCCEEDED", logs
     listing = set(json.loads(logs.split("LISTING ", 1)[1].splitlines()[0]))
     assert {"recexp", "ray_jobs", "configs", "cluster", "pyproject.toml"} <= listing
     assert not listing & {".venv", "artifacts", ".git", ".cache"}, listing
 
 
-def test_a_bad_key_fails_the_job_with_one_clear_line(client: JobSubmissionClient, store_args: list[str]) -> None:
-    status, logs, _ = submit(client, f"python -m ray_jobs.pipeline run_id={RUN}-bad {' '.join(store_args)} ingest.kcore=3")
+def test_a_bad_key_fails_the_job_with_one_clear_line(cluster: LocalCluster, store_args: list[str]) -> None:
+    status, logs, _ = submit(cluster, f"python -m ray_jobs.pipeline run_id={RUN}-bad {' '.join(store_args)} ingest.kcore=3")
     assert status == "FAILED"
     assert "error: unknown key 'ingest.kcore' (from command line); known keys here:" in logs
     assert "Traceback" not in logs
