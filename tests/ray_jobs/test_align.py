@@ -128,11 +128,11 @@ def test_resubmitting_a_failed_run_resumes(store_root: str, trained: dict, tmp_p
 
 def test_a_changed_config_is_refused_unless_forced(store_root: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    run = ("align.form=intention", "align.max_steps=4", "align.checkpoint_every=2", "align.max_failures=0",
-           "align.num_workers=1")
-    monkeypatch.setenv(recipe.FAILURE_ENV, f"3:0:{tmp_path / 'died'}")
+    run = ("align.form=intention", "align.max_steps=3", "align.checkpoint_every=1", "align.max_failures=0",
+           "align.num_workers=1", "align.max_rows=16")
+    monkeypatch.setenv(recipe.FAILURE_ENV, f"2:0:{tmp_path / 'died'}")
     with pytest.raises(Exception):
-        align(store_root, "changed", *run)  # leaves the step-2 checkpoint behind
+        align(store_root, "changed", *run)  # leaves the step-1 checkpoint behind
     monkeypatch.delenv(recipe.FAILURE_ENV)
     with pytest.raises(DataError, match="another configuration"):
         align(store_root, "changed", *run, "align.lr=0.001")
