@@ -27,8 +27,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import yaml
 
-from recexp.errors import StoreError
+from recexp.errors import ConfigError, StoreError
 
 MANIFEST = "manifest.json"
 _HASH_CHUNK = 1 << 20
@@ -51,6 +52,22 @@ def open_fs(url: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractF
     if "://" not in url:
         url = os.path.abspath(url)
     return fsspec.core.url_to_fs(url, **storage_options(url, endpoint_url))
+
+
+def read_yaml(path: str, endpoint_url: str | None = None, what: str = "") -> Any:
+    """The parsed YAML document at ``path`` (local or any fsspec URL).
+
+    A missing file or invalid YAML is one :class:`ConfigError` naming ``what`` (the config
+    field that names the file, e.g. ``tasks.templates``) and ``path``."""
+    label = f"{what}: " if what else ""
+    fs, fs_path = open_fs(path, endpoint_url)
+    try:
+        with fs.open(fs_path, "r", encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{label}file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}{path}: invalid YAML: {exc}") from None
 
 
 @dataclass

@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from recexp.errors import StoreError
-from recexp.store import MANIFEST, Store, verify
+from recexp.errors import ConfigError, StoreError
+from recexp.store import MANIFEST, Store, read_yaml, verify
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -78,3 +78,20 @@ def test_manifest_is_valid_json_written_last(store: Store) -> None:
     with store.stage_dir("r5", "ingest").open(MANIFEST, "r") as f:
         manifest = json.load(f)
     assert manifest["run_id"] == "r5" and manifest["stage"] == "ingest"
+
+
+def test_read_yaml_local_and_s3_with_errors_naming_field_and_file(store: Store) -> None:
+    """One reader for YAML files named in a config (task templates, judge rubric)."""
+    stage = store.begin("r1", "yaml")
+    with stage.open("good.yaml", "w") as f:
+        f.write("a: 1\nb: [x, y]\n")
+    with stage.open("bad.yaml", "w") as f:
+        f.write("a: [1, 2\n")
+    assert read_yaml(stage.url("good.yaml"), store.endpoint_url, "x.file") == {"a": 1, "b": ["x", "y"]}
+    missing = stage.url("missing.yaml")
+    with pytest.raises(ConfigError, match=f"^x.file: file not found: {missing}$"):
+        read_yaml(missing, store.endpoint_url, "x.file")
+    with pytest.raises(ConfigError, match=f"^x.file: {stage.url('bad.yaml')}: invalid YAML: "):
+        read_yaml(stage.url("bad.yaml"), store.endpoint_url, "x.file")
+    with pytest.raises(ConfigError, match="^file not found: "):
+        read_yaml(missing, store.endpoint_url)

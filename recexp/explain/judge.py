@@ -84,17 +84,9 @@ def load_rubric(path: str = "", endpoint_url: str | None = None) -> Rubric:
     if not path:
         text = importlib.resources.files("recexp.explain").joinpath(RUBRIC_FILE).read_text(encoding="utf-8")
         return parse_rubric(yaml.safe_load(text), f"built-in {RUBRIC_FILE}")
-    from recexp.store import open_fs
+    from recexp.store import read_yaml
 
-    fs, fs_path = open_fs(path, endpoint_url)
-    try:
-        with fs.open(fs_path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"judge.rubric: file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"judge.rubric: {path}: invalid YAML: {exc}") from None
-    return parse_rubric(data, path)
+    return parse_rubric(read_yaml(path, endpoint_url, "judge.rubric"), path)
 
 
 # ----------------------------------------------------------------------------- reply

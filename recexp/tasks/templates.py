@@ -129,14 +129,6 @@ def load_templates(path: str = "", endpoint_url: str | None = None) -> TemplateS
     """The built-in templates, or those of the YAML file at ``path`` (local or any fsspec URL)."""
     if not path:
         return parse_templates(yaml.safe_load(builtin_text()), "built-in templates.yaml")
-    from recexp.store import open_fs
+    from recexp.store import read_yaml
 
-    fs, fs_path = open_fs(path, endpoint_url)
-    try:
-        with fs.open(fs_path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"tasks.templates: file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"tasks.templates: {path}: invalid YAML: {exc}") from None
-    return parse_templates(data, path)
+    return parse_templates(read_yaml(path, endpoint_url, "tasks.templates"), path)
