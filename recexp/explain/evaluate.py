@@ -27,14 +27,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import PreTrainedTokenizerBase
-
 from recexp.config import EvaluateConfig
 from recexp.explain.baselines import Order, predict_baseline
 from recexp.explain.eval_rows import TASKS, Row, meta
 from recexp.explain.generate import generate_batched, generate_texts
 from recexp.explain.grounding import TitleIndex, first_ids
-from recexp.explain.metrics import graded_ndcg, history_coverage, item_hit, mean, retrieval_hit, yes_no_correct
+from recexp.explain.metrics import (
+    graded_ndcg, history_coverage, item_hit, margin_auc, mean, retrieval_hit, yes_no_correct,
+)
+from recexp.explain.two_turn import answer_token_ids
 from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator
 from recexp.llm.errors import ContextLengthError
@@ -48,14 +49,6 @@ class Answers:
     predictions: list[Any]
     texts: list[list[str]] = field(default_factory=list)
     """The raw generated answers per row (LLMs only)."""
-
-
-def answer_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
-    """The first token of ``Yes`` and of ``No`` as the assistant turn starts with them."""
-    yes, no = (tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in ("Yes", "No"))
-    if yes == no:
-        raise ValueError("the tokenizer starts 'Yes' and 'No' with the same token")
-    return int(yes), int(no)
 
 
 def fitting_rows(collator: Collator, rows: Sequence[Row]) -> tuple[list[Row], int]:
@@ -125,7 +118,9 @@ def score(kind: str, rows: Sequence[Row], predictions: Sequence[Any], k: int = 5
     if kind == "ranking":
         return {f"ndcg@{k}": mean([graded_ndcg(p, info["ranked"], k) for p, info in zip(predictions, infos)])}
     if kind == "binary":
-        return {"acc": mean([yes_no_correct(y, n, row["response"]) for (y, n), row in zip(predictions, rows)])}
+        labels = [row["response"] for row in rows]
+        return {"acc": mean([yes_no_correct(y, n, label) for (y, n), label in zip(predictions, labels)]),
+                "auc": margin_auc([y - n for y, n in predictions], labels)}
     if kind == "history":
         return {"hcr": mean([history_coverage(p, info["shown"]) for p, info in zip(predictions, infos)])}
     if kind == "item":

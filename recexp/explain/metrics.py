@@ -11,7 +11,10 @@ T2 ``uidiid2rank``     NDCG@5 with graded relevance: the recommender's i-th of `
                        has relevance ``n - i`` (5, 4, ..., 1); the answer's order is scored
                        against the ideal order (:func:`graded_ndcg`)
 T3 ``uidiid2binary``   ``Yes`` when its logit at the answer position beats ``No``'s (a tie is
-                       ``No``), compared with the label (:func:`yes_no_correct`)
+                       ``No``), compared with the label (:func:`yes_no_correct`); and, free
+                       of the threshold, the ROC AUC of the margin ``logit(Yes) - logit(No)``
+                       over the rows (:func:`margin_auc`: does the margin order the pairs
+                       even where the answers are miscalibrated, e.g. all ``Yes``)
 T6 ``uid2hist``        history coverage ratio: the share of the shown history items that the
                        answer names (:func:`history_coverage`)
 item recovery          the answer names the item (:func:`item_hit`)
@@ -57,6 +60,17 @@ def yes_no_correct(yes_score: float, no_score: float, label: str) -> float:
     """1.0 when the larger of the two logits names ``label`` (``Yes`` needs a strict win)."""
     predicted = "Yes" if yes_score > no_score else "No"
     return float(predicted == label)
+
+
+def margin_auc(margins: Sequence[float], labels: Sequence[str]) -> float:
+    """ROC AUC of ``margins`` for the ``Yes`` labels (Mann-Whitney: the chance that a random ``Yes``
+    row has a larger margin than a random ``No`` row, ties count half); 0.5 when one class is absent."""
+    pos = [m for m, label in zip(margins, labels) if label == "Yes"]
+    neg = [m for m, label in zip(margins, labels) if label != "Yes"]
+    if not pos or not neg:
+        return 0.5
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
 
 
 def history_coverage(predicted: Iterable[int], history: Iterable[int]) -> float:

@@ -12,6 +12,7 @@ from recexp.explain.metrics import (
     history_coverage,
     item_hit,
     length_stats,
+    margin_auc,
     mean,
     retrieval_hit,
     unique_sentence_ratio,
@@ -96,6 +97,15 @@ def test_yes_no_from_logits() -> None:
     assert yes_no_correct(2.0, 1.0, "No") == 0.0
     assert yes_no_correct(-3.0, 0.5, "No") == 1.0
     assert yes_no_correct(1.0, 1.0, "No") == 1.0  # a tie is No
+
+
+def test_margin_auc_by_hand() -> None:
+    labels = ["Yes", "No", "Yes", "No"]
+    assert margin_auc([3.0, 1.0, 2.0, 0.0], labels) == 1.0  # every Yes above every No
+    assert margin_auc([0.0, 1.0, 2.0, 3.0], labels) == 0.25  # Yes 0 beats no No, Yes 2 beats No 1
+    assert margin_auc([5.0, 5.0, 5.0, 5.0], labels) == 0.5  # all tied (e.g. always Yes, same margin)
+    assert margin_auc([1.0, 1.0, 2.0, 0.0], labels) == 0.875  # (1 + 0.5 tie) + (1 + 1) over 4 pairs
+    assert margin_auc([1.0, 2.0], ["Yes", "Yes"]) == 0.5  # one class only
 
 
 def test_history_coverage_and_item_hit() -> None:

@@ -47,7 +47,7 @@ def test_popularity_baseline_metrics() -> None:
             "t6": [ef.row("t6", "uid2hist", "q", "a", shown=[1, 2, 6])]}
     result = evaluate_baseline("popularity", popularity_order(COUNTS), rows, SEQUENCES, EvaluateConfig())
     assert result.metrics == {
-        "popularity/t3/acc": 0.5, "popularity/t3/rows": 2.0,
+        "popularity/t3/acc": 0.5, "popularity/t3/auc": 0.5, "popularity/t3/rows": 2.0,
         "popularity/t6/hcr": pytest.approx(1 / 3), "popularity/t6/rows": 1.0,  # predicts 1, 7, 3
     }
 

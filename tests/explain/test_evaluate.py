@@ -11,12 +11,12 @@ import torch
 from recexp.config import EvaluateConfig
 from recexp.explain.evaluate import (
     Answers,
-    answer_token_ids,
     evaluate_llm,
     fitting_rows,
     score,
     task_metrics,
 )
+from recexp.explain.two_turn import answer_token_ids
 from recexp.llm.collate import Collator
 
 SETTINGS = EvaluateConfig(batch_size=2, title_tokens=32, list_tokens=96)
@@ -53,7 +53,7 @@ def test_a_model_known_to_be_right_scores_exactly_one(collator: Collator) -> Non
     quality = {k: v for k, v in result.metrics.items() if not k.endswith(("/rows", "/grounded"))}
     assert quality == {
         "aligned/t1/hr@5": 1.0, "aligned/t1/ndcg@5": 1.0, "aligned/t2/ndcg@5": 1.0, "aligned/t3/acc": 1.0,
-        "aligned/t6/hcr": 1.0, "aligned/item-recovery/acc": 1.0,
+        "aligned/t3/auc": 1.0, "aligned/t6/hcr": 1.0, "aligned/item-recovery/acc": 1.0,
     }
     assert result.metrics["aligned/t1/rows"] == 3 and result.metrics["aligned/t3/rows"] == 2
     assert result.metrics["aligned/t1/grounded"] == 1.0  # all 5 beams are catalog titles
@@ -65,7 +65,7 @@ def test_a_model_known_to_be_wrong_scores_zero(collator: Collator) -> None:
     oracle = ef.OracleLM(collator, all_rows(), wrong_answers)
     result = evaluate_llm("base", oracle, collator, ef.rows_by_task(), ef.TITLES, SETTINGS)
     quality = {k: v for k, v in result.metrics.items() if not k.endswith(("/rows", "/grounded"))}
-    assert set(quality.values()) == {0.0} and len(quality) == 6
+    assert set(quality.values()) == {0.0} and len(quality) == 7  # incl. t3 auc 0: every margin backwards
     assert result.metrics["base/t1/grounded"] == 0.0 and result.metrics["base/item-recovery/grounded"] == 0.0
 
 
@@ -93,9 +93,9 @@ def test_score_of_partial_answers() -> None:
     assert t1["hr@5"] == pytest.approx(2 / 3)
     assert t1["ndcg@5"] == pytest.approx((1 / torch.log2(torch.tensor(3.0)).item() + 1) / 3)
     t3 = score("binary", rows["t3"], [(0.2, 0.1), (0.2, 0.1)])  # always Yes: one of two right
-    assert t3 == {"acc": 0.5}
+    assert t3 == {"acc": 0.5, "auc": 0.5}
     metrics = task_metrics("random", "t3", rows["t3"], Answers([(1.0, 0.0), (0.0, 1.0)]), 5)
-    assert metrics == {"random/t3/acc": 1.0, "random/t3/rows": 2.0}  # no texts: no grounded share
+    assert metrics == {"random/t3/acc": 1.0, "random/t3/auc": 1.0, "random/t3/rows": 2.0}  # no texts: no grounded share
     assert task_metrics("random", "t3", [], Answers([]), 5) == {}
 
 
