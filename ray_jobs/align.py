@@ -275,7 +275,7 @@ def prepare(ctx: StageContext) -> tuple[BuildSpec, pa.Table, dict[str, Any]]:
     ac = ctx.cfg.align
     tasks_dir = ctx.input("build-alignment-data")
     encoder_uri = check_catalog(ctx, tasks_dir.read_table("catalog.parquet"))
-    rows = read_train_rows(tasks_dir, ac.form, ac.tasks, "train", ac.max_rows, ac.seed)
+    rows = read_train_rows(tasks_dir, ac.form, ac.tasks, "train", ac.max_rows, ac.seed, ac.task_rows)
     spec = build_spec(ac, encoder_uri, ctx.cfg.store.endpoint_url)
     try:
         model, tokenizer = build_trainable(spec)

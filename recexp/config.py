@@ -379,6 +379,10 @@ class AlignConfig:
     """How projected recommender vectors enter the LLM at slot tokens (see recexp.llm.inject)."""
     max_rows: int = 0
     """Train on a seeded sample of this many rows (0 = all): bounded CPU runs, demos."""
+    task_rows: dict[str, int] = field(default_factory=dict)
+    """The task mix: at most this many (seeded sample) train rows of each named task, e.g.
+    ``{t1: 800}`` so that a bounded run sees more T3 (tasks not named keep all rows); applied
+    before ``max_rows``."""
     max_length: int = 512
     """Context length: a longer example is an error before training starts; packed rows' width."""
     batching: Literal["packed", "grouped", "padded"] = "packed"
@@ -438,6 +442,9 @@ class AlignConfig:
         for task in self.tasks:
             require(task in ALIGN_TASKS, "tasks", f"unknown task {task!r} (known: {', '.join(ALIGN_TASKS)})")
         require(bool(self.tasks), "tasks", "must not be empty")
+        for task, count in self.task_rows.items():
+            require(task in self.tasks, "task_rows", f"{task!r} is not one of the tasks {self.tasks}")
+            require(count >= 1, "task_rows", f"{task}: must be >= 1, got {count}")
         require(self.max_rows >= 0 and self.max_steps >= 0, "max_rows", "max_rows and max_steps must be >= 0")
         require(self.max_length >= 16, "max_length", "must be >= 16")
         require(self.micro_batch_size >= 1 and self.grad_accum >= 1, "micro_batch_size", "micro_batch_size and grad_accum must be >= 1")

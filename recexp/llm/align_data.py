@@ -14,10 +14,11 @@ Pure Python / PyArrow / torch (no Ray): the ``align`` recipe calls these in ever
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from recexp.errors import DataError
@@ -36,10 +37,31 @@ def part_files(stage: StageDir) -> list[str]:
     return [f for f in stage.files() if "/part-" in f and f.endswith(".parquet")]
 
 
+def _sample(table: pa.Table, n: int, seed: int) -> pa.Table:
+    """A seeded sample of ``n`` rows in their stored order (all rows when ``n`` is 0 or more)."""
+    if not 0 < n < table.num_rows:
+        return table
+    keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, n, replace=False))
+    return table.take(pa.array(keep))
+
+
+def mix_tasks(table: pa.Table, task_rows: Mapping[str, int], seed: int) -> pa.Table:
+    """At most ``task_rows[task]`` rows of each named task (seeded sample); other tasks whole.
+    The rows keep their stored order within each task, tasks in order of first appearance."""
+    if not task_rows:
+        return table
+    tasks = table.column("task").unique().to_pylist()
+    parts = [_sample(table.filter(pc.equal(table.column("task"), task)), task_rows.get(task, 0), seed)
+             for task in tasks]
+    return pa.concat_tables(parts)
+
+
 def read_train_rows(
-    stage: StageDir, form: str, tasks: Sequence[str], split: str = "train", max_rows: int = 0, seed: int = 0
+    stage: StageDir, form: str, tasks: Sequence[str], split: str = "train", max_rows: int = 0, seed: int = 0,
+    task_rows: Mapping[str, int] | None = None,
 ) -> pa.Table:
-    """Rows of ``form`` / ``split`` whose task is in ``tasks``; a seeded sample of ``max_rows``."""
+    """Rows of ``form`` / ``split`` whose task is in ``tasks``; the task mix of ``task_rows``
+    (:func:`mix_tasks`), then a seeded sample of ``max_rows``."""
     files = part_files(stage)
     if not files:
         raise DataError(f"no task partitions (*/part-*.parquet) under {stage.url()}")
@@ -48,10 +70,7 @@ def read_train_rows(
     table = dataset.to_table(columns=ROW_COLUMNS, filter=wanted)
     if table.num_rows == 0:
         raise DataError(f"no {split} rows of form {form!r} and tasks {list(tasks)} under {stage.url()}")
-    if 0 < max_rows < table.num_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, max_rows, replace=False))
-        table = table.take(pa.array(keep))
-    return table
+    return _sample(mix_tasks(table, task_rows or {}, seed), max_rows, seed)
 
 
 def shard(n_rows: int, rank: int, world: int) -> np.ndarray:

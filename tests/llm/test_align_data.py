@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from recexp.errors import DataError
+from recexp.config import AlignConfig
+from recexp.errors import DataError, InvalidValue
 from recexp.llm.align_data import collate, epoch_micro_batches, read_train_rows, shard, token_counts
 from recexp.llm.encode import Encoded
 from recexp.store import Store
@@ -43,6 +44,25 @@ def test_sample_is_seeded_and_sized(stage) -> None:
     a = read_train_rows(stage, "behaviour", ["t1", "t3"], max_rows=7, seed=1)
     b = read_train_rows(stage, "behaviour", ["t1", "t3"], max_rows=7, seed=1)
     assert a.num_rows == 7 and a.equals(b)
+
+
+def test_task_mix_caps_the_named_tasks_only(stage) -> None:
+    table = read_train_rows(stage, "behaviour", ["t1", "t3"], seed=2, task_rows={"t1": 3})
+    tasks = table["task"].to_pylist()
+    assert tasks.count("t1") == 3 and tasks.count("t3") == 10  # t3 not named: all of its rows
+    again = read_train_rows(stage, "behaviour", ["t1", "t3"], seed=2, task_rows={"t1": 3})
+    assert table.equals(again)
+    both = read_train_rows(stage, "behaviour", ["t1", "t3"], seed=2, task_rows={"t1": 3}, max_rows=5)
+    assert both.num_rows == 5 and set(both["user_id"].to_pylist()) <= set(table["user_id"].to_pylist())
+    whole = read_train_rows(stage, "behaviour", ["t1", "t3"], task_rows={"t1": 50})  # more than there are
+    assert whole["task"].to_pylist().count("t1") == 10
+
+
+def test_task_mix_names_only_trained_tasks() -> None:
+    with pytest.raises(InvalidValue, match="task_rows"):
+        AlignConfig(tasks=["t1", "t3"], task_rows={"t2": 5})
+    with pytest.raises(InvalidValue, match="task_rows"):
+        AlignConfig(tasks=["t1"], task_rows={"t1": 0})
 
 
 def test_no_matching_rows_is_a_clear_error(stage) -> None:
