@@ -86,7 +86,7 @@ def count_new_tokens(new_ids: torch.Tensor, stop_ids: int | Sequence[int]) -> li
     return torch.where(stops.any(1), first, new_ids.shape[1]).tolist()
 
 
-def _decoding(collator: Collator, num_return_sequences: int, kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def decoding_options(collator: Collator, num_return_sequences: int, kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """``generate`` keywords with the defaults filled in, and how often to repeat each prompt."""
     out = {"do_sample": False, "use_cache": True, "pad_token_id": collator.pad_id,
            "eos_token_id": sorted(collator.encoder.ends), **kwargs}
@@ -131,7 +131,7 @@ def generate_batched(
 ) -> Generation:
     """Answers to ``rows`` (task rows; ``response`` ignored), see the module doc."""
     prompts = [collator.encoder.encode_prompt(row) for row in rows]  # errors name the row
-    kwargs, repeat = _decoding(collator, num_return_sequences, {"max_new_tokens": max_new_tokens, **generate_kwargs})
+    kwargs, repeat = decoding_options(collator, num_return_sequences, {"max_new_tokens": max_new_tokens, **generate_kwargs})
     per_row = num_return_sequences
     tokenizer = collator.encoder.tokenizer
     texts: list[list[str]] = [[] for _ in rows]

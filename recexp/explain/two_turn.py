@@ -8,10 +8,12 @@ An aligned model trained on short answers (T1 titles, T3 ``Yes`` / ``No``) answe
    gives the ``Yes`` and ``No`` logits at the answer position: ``margin`` = logit(Yes) -
    logit(No), the answer ``Yes`` when ``margin >= 0`` (the RecExplainer T3 reading);
 2. **turn 2**: the same turns + the assistant's answer word + the user's ``follow_up`` ("Why? ...",
-   :func:`recexp.tasks.online.follow_up_row`); the explanation is generated from it by
-   :func:`generate_batched` (length-sorted left-padded batches, KV cache, the decoding options,
-   ``max_new_tokens``). The slot tokens stay in the first user turn, so the row's
-   ``history_ids`` / ``item_slot_ids`` still apply.
+   :func:`recexp.tasks.online.follow_up_row`); the explanation is generated from it with the
+   decoding options and ``max_new_tokens``. With one sequence per row, turn 2 goes on from turn
+   1's KV cache (:mod:`recexp.explain.continuation`: only the ~25 new tokens are prefilled);
+   otherwise (beams, several samples) :func:`generate_batched` prefills the whole turn-2 prompt.
+   The slot tokens stay in the first user turn, so the row's ``history_ids`` / ``item_slot_ids``
+   still apply.
 
 ``follow_up`` None or empty keeps the one-pass reading: the explanation is generated from the
 prompt itself and the margin read at its first generated token (after the decoding's logits
@@ -25,6 +27,7 @@ from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
+from recexp.explain.continuation import answer_then_follow_up, continuable
 from recexp.explain.generate import Generation, generate_batched
 from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator
@@ -91,6 +94,11 @@ def answer_and_explain(
         gen = generate_batched(model, collator, rows, max_new_tokens=max_new_tokens, score_ids=yes_no_ids,
                                **common, **decoding)
         return _explanations(_margins(gen), gen)
+    if continuable(decoding):  # turn 2 goes on from turn 1's KV cache
+        margins, texts, counts = answer_then_follow_up(
+            model, collator, rows, lambda row, m: follow_up_row(row, answer_word(m), follow_up),
+            max_new_tokens=max_new_tokens, yes_no_ids=yes_no_ids, **common, **decoding)
+        return Explanations(margins, texts, counts, sum(counts))
     margins = _margins(generate_batched(model, collator, rows, max_new_tokens=1, score_ids=yes_no_ids, **common))
     turns = [follow_up_row(row, answer_word(m), follow_up) for row, m in zip(rows, margins)]
     gen = generate_batched(model, collator, turns, max_new_tokens=max_new_tokens, **common, **decoding)

@@ -230,6 +230,45 @@ class AlignedLM(nn.Module):
         return out[:, input_ids.shape[1] :]  # given input_ids too, generate returns prompt + new tokens
 
 
+    @torch.no_grad()
+    def prefill(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        history_ids: torch.Tensor | None = None,
+        item_slot_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """One forward over left-padded prompts ``(B, T)`` with the slots injected: the fp32
+        logits at the last position ``(B, V)`` and the KV cache, to go on from with
+        :meth:`continue_generate`. Positions count real tokens, as ``generate`` counts them."""
+        embeds, slots = self.embed(input_ids, history_ids, item_slot_ids)
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # (B, T)
+        if self.injector is not None:
+            self.injector.set(slots, tuple(input_ids.shape), once=True)
+        try:
+            out = self.base(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
+                            use_cache=True, logits_to_keep=1)
+        finally:
+            if self.injector is not None:
+                self.injector.clear()
+        return out.logits[:, -1].float(), out.past_key_values
+
+    @torch.no_grad()
+    def continue_generate(
+        self, cache: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **generate_kwargs: Any
+    ) -> torch.Tensor:
+        """New token ids ``(B, N)`` after ``input_ids`` ``(B, T + S)``: the ``T`` tokens whose KV
+        ``cache`` :meth:`prefill` returned, then ``S`` new ones (no slot tokens among them; left
+        padding inside them is masked). Only the ``S`` tokens are prefilled; the cache is consumed."""
+        new = input_ids[:, cache.get_seq_length():]  # (B, S)
+        if torch.isin(new, torch.tensor(list(self.slots.ids), device=new.device)).any():
+            raise SlotError("continue_generate: slot tokens after the cached prompt are not injected")
+        suppress = list(generate_kwargs.pop("suppress_tokens", None) or []) + list(self.slots.ids)
+        out = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                                 suppress_tokens=suppress, **generate_kwargs)
+        return out[:, input_ids.shape[1]:]
+
+
 def _check_counts(token: str, found: int, given: int, what: str) -> None:
     """Every slot token needs exactly one id entry and vice versa."""
     if found != given:
