@@ -17,6 +17,12 @@ in the same process, on the same prompts:
   ``--batch-size``, left padding, KV cache), what every explain worker runs;
 * baseline: one ``AlignedLM.generate`` call per prompt (KV cache too, no padding).
 
+``--two-turn``: the explain stage's default path (:func:`recexp.explain.two_turn.answer_and_explain`:
+one prefill for the Yes / No answer, turn 2 continued from its KV cache) vs the naive per-prompt
+code (a forward for the answer, then ``generate`` over the whole turn-2 prompt).
+``--unbatched-engine`` also times the stage's path with ``batch_size=1``: what the cache
+continuation gives without batching, so the two gains can be told apart.
+
 Explanations/s = prompts / seconds; tokens/s = generated tokens (up to and including the
 end-of-turn token) / seconds. Each repeat times both paths; the median of ``--repeats`` is
 reported, with the share of prompts whose two answers are identical (greedy: they should be).
@@ -111,6 +117,7 @@ def timed(fn: Any) -> tuple[Any, float]:
 
 
 def one_repeat(model: AlignedLM, collator: Collator, rows: list[dict], args: argparse.Namespace) -> dict[str, float]:
+    extra: dict[str, float] = {}
     if args.two_turn:
         follow_up = follow_up_text(load_templates(), args.form, 0)
         batched, t_batched = timed(lambda: answer_and_explain(
@@ -118,6 +125,11 @@ def one_repeat(model: AlignedLM, collator: Collator, rows: list[dict], args: arg
             yes_no_ids=answer_token_ids(collator.encoder.tokenizer), follow_up=follow_up))
         (texts, tokens), t_naive = timed(lambda: naive_two_turn(model, collator, rows, args.max_new_tokens, follow_up))
         batched_texts = [[t] for t in batched.texts]
+        if args.unbatched_engine:
+            _, t_one = timed(lambda: answer_and_explain(
+                model, collator, rows, batch_size=1, max_new_tokens=args.max_new_tokens,
+                yes_no_ids=answer_token_ids(collator.encoder.tokenizer), follow_up=follow_up))
+            extra = {"engine_batch1_s": t_one, "engine_batch1_expl_per_s": len(rows) / t_one}
     else:
         batched, t_batched = timed(lambda: generate_batched(
             model, collator, rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens))
@@ -128,7 +140,7 @@ def one_repeat(model: AlignedLM, collator: Collator, rows: list[dict], args: arg
         "batched_s": t_batched, "naive_s": t_naive,
         "batched_expl_per_s": len(rows) / t_batched, "naive_expl_per_s": len(rows) / t_naive,
         "batched_tokens_per_s": batched.total_new_tokens / t_batched, "naive_tokens_per_s": tokens / t_naive,
-        "batched_tokens": batched.total_new_tokens, "naive_tokens": tokens, "identical_answers": same,
+        "batched_tokens": batched.total_new_tokens, "naive_tokens": tokens, "identical_answers": same, **extra,
     }
 
 
@@ -143,6 +155,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(OUT / "explain_throughput.json"))
     parser.add_argument("--two-turn", action="store_true",
                         help="the explain stage's path: answer, then the explanation as a follow-up reply")
+    parser.add_argument("--unbatched-engine", action="store_true",
+                        help="with --two-turn: also time the stage's path at batch size 1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, collator = build_model()

@@ -3,8 +3,12 @@
 Turn 2's prompt is turn 1's prompt + the answer word + the follow-up question: the chat
 template appends turns, so turn 1's token ids are a prefix of turn 2's. Per length-sorted batch:
 
-1. :meth:`AlignedLM.prefill` runs one forward over the left-padded turn-1 prompts ``(B, T)``
-   (slots injected): the logits at the answer position give the margins, and its KV cache is kept;
+1. :meth:`AlignedLM.prefill` runs one forward over the turn-1 prompts (slots injected): the
+   logits at the answer position give the margins, and its KV cache is kept. The token prefix
+   all prompts of the batch share (the system message and the template text before the first
+   slot, :func:`shared_prefix`: about 40 of an intention prompt's 70 tokens) is computed once
+   and its cache repeated for every row; the rest of each prompt ``(B, T - P)`` is left-padded
+   after it (the padding between the two is masked, positions count real tokens);
 2. each row's turn-2 suffix (``answer<end>user\\n<follow-up><end>assistant\\n``, ~25 tokens) is
    left-padded inside the batch ``(B, S)`` and :meth:`AlignedLM.continue_generate` prefills only
    those ``S`` tokens on top of the cache and decodes the explanation.
@@ -30,6 +34,8 @@ from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator, left_pad_prompts
 from recexp.llm.encode import Encoded
 
+MIN_SHARING_ROWS = 2
+"""Batches of at least this many rows compute their shared prompt prefix once."""
 Row = Mapping[str, Any]
 TurnTwo = Callable[[Row, float], Row]
 """(turn-1 row, margin) -> turn-2 row."""
@@ -45,6 +51,18 @@ def suffix_ids(first: Encoded, second: Encoded) -> list[int] | None:
     n = len(first)
     same_slots = (second.histories, second.items) == (first.histories, first.items)
     return list(second.input_ids[n:]) if same_slots and second.input_ids[:n] == first.input_ids else None
+
+
+def shared_prefix(prompts: Sequence[Encoded], slot_ids: Sequence[int]) -> int:
+    """Length of the token prefix all ``prompts`` share, cut before the first slot token (its KV
+    differs per row) and one token short of the shortest prompt (the last position's logits are
+    read from each row's own forward)."""
+    head, stops = prompts[0].input_ids, set(slot_ids)
+    limit = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and head[n] not in stops and all(p.input_ids[n] == head[n] for p in prompts):
+        n += 1
+    return n
 
 
 def pad_left(suffixes: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,8 +91,12 @@ def _batch(
 ) -> Answered:
     """Margins, explanations and their token counts for one batch of rows."""
     device = next(model.parameters()).device
-    batch = left_pad_prompts(firsts, collator.pad_id).to(device)
-    logits, cache = model.prefill(batch.input_ids, batch.attention_mask, batch.history_ids, batch.item_slot_ids)
+    shared = shared_prefix(firsts, model.slots.ids) if len(firsts) >= MIN_SHARING_ROWS else 0
+    prefix = torch.tensor(firsts[0].input_ids[:shared], dtype=torch.long, device=device)  # (P,)
+    rests = [Encoded(f.input_ids[shared:], [], f.histories, f.items) for f in firsts]
+    batch = left_pad_prompts(rests, collator.pad_id).to(device)  # (B, T - P)
+    logits, cache = model.prefill(batch.input_ids, batch.attention_mask, batch.history_ids, batch.item_slot_ids,
+                                  prefix=prefix)
     margins = (logits[:, yes_no_ids[0]] - logits[:, yes_no_ids[1]]).tolist()  # (B,)
     seconds = [turn_two(row, m) for row, m in zip(rows, margins)]
     suffixes = [suffix_ids(f, collator.encoder.encode_prompt(s)) for f, s in zip(firsts, seconds)]
@@ -82,8 +104,9 @@ def _batch(
         gen = generate_batched(model, collator, seconds, batch_size=len(seconds), **kwargs)
         return margins, [t[0] for t in gen.texts], [c[0] for c in gen.new_tokens]
     ids, mask = (t.to(device) for t in pad_left(suffixes, collator.pad_id))  # (B, S)
-    new = model.continue_generate(cache, torch.cat([batch.input_ids, ids], 1),
-                                  torch.cat([batch.attention_mask, mask], 1), **kwargs)
+    rows_prefix = prefix.expand(len(firsts), -1)  # (B, P)
+    new = model.continue_generate(cache, torch.cat([rows_prefix, batch.input_ids, ids], 1),
+                                  torch.cat([torch.ones_like(rows_prefix), batch.attention_mask, mask], 1), **kwargs)
     return margins, *_decode(collator, new.cpu(), kwargs["eos_token_id"])
 
 

@@ -237,21 +237,39 @@ class AlignedLM(nn.Module):
         attention_mask: torch.Tensor,
         history_ids: torch.Tensor | None = None,
         item_slot_ids: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """One forward over left-padded prompts ``(B, T)`` with the slots injected: the fp32
         logits at the last position ``(B, V)`` and the KV cache, to go on from with
-        :meth:`continue_generate`. Positions count real tokens, as ``generate`` counts them."""
+        :meth:`continue_generate`. Positions count real tokens, as ``generate`` counts them.
+
+        ``prefix`` ``(P,)``: token ids every prompt starts with (no slot among them), computed
+        once and shared by the ``B`` rows; ``input_ids`` are then the rest of each prompt, and
+        the cache holds ``prefix + input_ids`` (padding between the two is masked)."""
+        cache, mask = None, attention_mask
+        if prefix is not None and len(prefix):
+            cache = self._prefix_cache(prefix, input_ids.shape[0])
+            mask = torch.cat([torch.ones_like(attention_mask[:, :1]).expand(-1, len(prefix)), attention_mask], 1)
         embeds, slots = self.embed(input_ids, history_ids, item_slot_ids)
-        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # (B, T)
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, -input_ids.shape[1]:]  # (B, T)
         if self.injector is not None:
             self.injector.set(slots, tuple(input_ids.shape), once=True)
         try:
-            out = self.base(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
+            out = self.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True, logits_to_keep=1)
         finally:
             if self.injector is not None:
                 self.injector.clear()
         return out.logits[:, -1].float(), out.past_key_values
+
+    def _prefix_cache(self, prefix: torch.Tensor, rows: int) -> Any:
+        """The KV cache of ``prefix`` ``(P,)`` (one forward, batch 1), repeated for ``rows`` rows."""
+        ids = prefix.view(1, -1)
+        embeds, _ = self.embed(ids)  # (1, P, H); a slot here fails the slot count check
+        cache = self.base(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True,
+                          logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(rows)
+        return cache
 
     @torch.no_grad()
     def continue_generate(

@@ -9,7 +9,7 @@ import torch
 from two_turn_support import MAX_NEW, by_hand, generate_one, prompt_rows, setup, templates
 
 import recexp.explain.continuation as continuation
-from recexp.explain.continuation import answer_then_follow_up, continuable, pad_left, suffix_ids
+from recexp.explain.continuation import answer_then_follow_up, continuable, pad_left, shared_prefix, suffix_ids
 from recexp.explain.two_turn import answer_word
 from recexp.llm.encode import Encoded
 from recexp.tasks.online import follow_up_row, follow_up_text
@@ -26,6 +26,18 @@ def test_suffix_is_what_the_follow_up_appends(parts) -> None:
     assert text == "No<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n"
     assert suffix_ids(first, Encoded(second.input_ids[1:], [], second.histories, second.items)) is None
     assert suffix_ids(first, Encoded(second.input_ids, [], second.histories, [0])) is None  # other slots
+
+
+def test_shared_prefix_stops_before_slots_and_the_last_token(parts) -> None:
+    _, collator, _ = setup(parts)
+    firsts = [collator.encoder.encode_prompt(r) for r in prompt_rows("intention")]
+    n = shared_prefix(firsts, parts.slots.ids)
+    assert firsts[0].input_ids[n] == parts.slots.user_id  # everything before the first slot is shared
+    assert collator.encoder.tokenizer.decode(firsts[0].input_ids[:n]).startswith("<|im_start|>system\n")
+    assert shared_prefix([Encoded([1, 2, 3], []), Encoded([1, 2, 4], [])], [9]) == 2
+    assert shared_prefix([Encoded([1, 2, 3], []), Encoded([1, 2], [])], [9]) == 1  # one token left to prefill
+    assert shared_prefix([Encoded([1, 2, 3], []), Encoded([1, 2, 3], [])], [2]) == 1  # stops at the slot id 2
+    assert shared_prefix([Encoded([5, 6, 7], [])], []) == 2
 
 
 def test_pad_left_masks_the_padding() -> None:
@@ -47,6 +59,8 @@ def varied_turn_two(row: dict, margin: float) -> dict:
 def test_continued_turns_equal_plain_forward_and_generate(parts, mode: str, monkeypatch) -> None:
     model, collator, ids = setup(parts, mode)
     monkeypatch.setattr(continuation, "generate_batched", None)  # no fallback: the cache path only
+    shared = []
+    monkeypatch.setattr(model, "_prefix_cache", lambda p, n, f=model._prefix_cache: shared.append(len(p)) or f(p, n))
     rows = prompt_rows("hybrid") + prompt_rows("intention")
     margins, texts, counts = answer_then_follow_up(model, collator, rows, varied_turn_two, batch_size=5,
                                                    max_new_tokens=MAX_NEW, yes_no_ids=ids)
@@ -54,6 +68,7 @@ def test_continued_turns_equal_plain_forward_and_generate(parts, mode: str, monk
     assert len({len(varied_turn_two(r, 0.0)["messages"][-1]["content"]) for r in rows}) > 2  # several widths
     assert texts == [generate_one(model, collator, varied_turn_two(r, m)) for r, m in zip(rows, margins)]
     assert all(1 <= n <= MAX_NEW for n in counts)
+    assert len(shared) == 3 and min(shared) > 20  # batches of 5, 5, 5, 1: the system prompt computed once each
 
 
 def test_a_template_that_rewrites_turn_one_prefills_turn_two_whole(parts) -> None:
