@@ -188,8 +188,8 @@ def _train(engine: Any, schedule: Schedule, state: dict[str, Any], config: dict[
         maybe_fail(config.get("inject_failure"), step, rank)
         tick = time.perf_counter()
         micro = schedule.micro_batches(step)
-        batches = [collate(schedule.examples, m, pad_id, packed, ac.max_length) for m in micro]
-        tokens = all_reduce({"labels": float(sum(b.num_label_tokens for b in batches))})["labels"]
+        batches = [collate(schedule.examples, m, pad_id, packed, ac.max_length, ac.loss_per == "example") for m in micro]
+        tokens = all_reduce({"labels": float(sum(b.loss_weight for b in batches))})["labels"]
         stats = engine.step(batches, max(tokens, 1.0) / world)
         real, padded = token_counts(schedule.examples, micro)
         window = {k: window[k] + v for k, v in (("real", real), ("padded", padded), ("seconds", time.perf_counter() - tick))}

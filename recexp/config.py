@@ -388,6 +388,10 @@ class AlignConfig:
     batching: Literal["packed", "grouped", "padded"] = "packed"
     """``packed``: several examples per row, block-diagonal attention; ``grouped``: one example
     per row, similar lengths batched together; ``padded``: one per row, random order."""
+    loss_per: Literal["token", "example"] = "token"
+    """How the loss averages: ``token``: every response token counts the same (a 15-token T1
+    title outweighs a one-word T3 answer 15 to 1); ``example``: each example's mean token loss
+    counts the same."""
     micro_batch_size: int = 4
     """Rows per micro-batch and worker (packed rows when ``batching=packed``)."""
     grad_accum: int = 4

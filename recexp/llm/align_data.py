@@ -96,11 +96,15 @@ def epoch_micro_batches(
     return [[[i] for i in batch] for batch in batches]
 
 
-def collate(examples: Sequence[Encoded], micro_batch: MicroBatch, pad_id: int, packed: bool, max_length: int) -> AlignBatch:
-    """Tensors of one micro-batch: packed rows (block-diagonal mask) or one example per row."""
+def collate(
+    examples: Sequence[Encoded], micro_batch: MicroBatch, pad_id: int, packed: bool, max_length: int,
+    per_example: bool = False,
+) -> AlignBatch:
+    """Tensors of one micro-batch: packed rows (block-diagonal mask) or one example per row;
+    ``per_example``: label weights that make each example count once in the loss."""
     if packed:
-        return pack_rows([[examples[i] for i in row] for row in micro_batch], pad_id, max_length)
-    return pad_batch([examples[row[0]] for row in micro_batch], pad_id)
+        return pack_rows([[examples[i] for i in row] for row in micro_batch], pad_id, max_length, per_example)
+    return pad_batch([examples[row[0]] for row in micro_batch], pad_id, per_example)
 
 
 def token_counts(examples: Sequence[Encoded], micro_batches: Sequence[MicroBatch]) -> tuple[int, int]:

@@ -29,20 +29,32 @@ from recexp.recommender.base import Recommender
 IGNORE_INDEX = -100
 
 
+def weighted_ce(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, num_items: int | float | torch.Tensor | None
+) -> torch.Tensor:
+    """``sum(weight * CE) / num_items`` over labelled targets: ``logits`` ``(N, V)``, ``targets`` and
+    ``weights`` ``(N,)`` (None: weight 1); ``num_items`` default: the sum of the weights."""
+    losses = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")  # (N,)
+    if weights is None:
+        weights = (targets != IGNORE_INDEX).to(losses.dtype)
+    if num_items is None:
+        num_items = weights.sum().clamp(min=1e-12)  # no labelled token: 0 / tiny = 0
+    return (losses * weights).sum() / num_items
+
+
 def causal_lm_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items: int | torch.Tensor | None = None
+    logits: torch.Tensor, labels: torch.Tensor, num_items: int | float | torch.Tensor | None = None,
+    label_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy in fp32: ``sum / num_items`` (default: mean over labelled tokens).
 
     ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` unshifted with ``-100`` where ignored; passing
     ``num_items`` = the labelled tokens of all micro-batches makes accumulated gradients equal
-    those of one big batch."""
-    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(T-1), V)
-    targets = labels[:, 1:].reshape(-1)  # (B*(T-1),)
-    total = F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    if num_items is None:
-        num_items = (targets != IGNORE_INDEX).sum().clamp(min=1)
-    return total / num_items
+    those of one big batch. ``label_weights`` ``(B, T)`` (aligned with ``labels``) weigh each
+    token (per-example weighting; then ``num_items`` counts examples)."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B*(T-1), V)
+    weights = label_weights[:, 1:].reshape(-1) if label_weights is not None else None
+    return weighted_ce(shifted, labels[:, 1:].reshape(-1), weights, num_items)
 
 
 def _head_split(lm: nn.Module) -> tuple[nn.Module, nn.Module] | None:
@@ -159,30 +171,31 @@ class AlignedLM(nn.Module):
         history_ids: torch.Tensor | None = None,
         item_slot_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
+        num_items_in_batch: int | float | torch.Tensor | None = None,
         return_logits: bool = True,
+        label_weights: torch.Tensor | None = None,
     ) -> CausalLMOutputWithPast:
         """Logits ``(B, T, V)`` and, with ``labels``, the loss (see :func:`causal_lm_loss`).
 
         ``attention_mask``: ``(B, T)`` padding mask, or a boolean ``(B, 1, T, T)`` block mask
         for packed rows (then pass the per-sample ``position_ids`` too). ``return_logits=False``
         with ``labels`` (training): the same loss, the LM head applied only where a label is
-        and no logits returned."""
+        and no logits returned. ``label_weights`` ``(B, T)``: see :func:`causal_lm_loss`."""
         embeds, slots = self.embed(input_ids, history_ids, item_slot_ids)
         attn = getattr(self.base.config, "_attn_implementation", None) or "eager"
         attention_mask = prepare_mask(attention_mask, attn, embeds.dtype)
         if self.injector is not None:
             self.injector.set(slots, tuple(input_ids.shape))
         if labels is not None and not return_logits and _head_split(self.base.get_base_model()) is not None:
-            loss = self._labelled_loss(embeds, attention_mask, position_ids, labels, num_items_in_batch)
+            loss = self._labelled_loss(embeds, attention_mask, position_ids, labels, num_items_in_batch, label_weights)
             return CausalLMOutputWithPast(loss=loss)
         out = self.base(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-        loss = causal_lm_loss(out.logits, labels, num_items_in_batch) if labels is not None else None
+        loss = causal_lm_loss(out.logits, labels, num_items_in_batch, label_weights) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=out.logits)
 
     def _labelled_loss(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-        labels: torch.Tensor, num_items: int | torch.Tensor | None,
+        labels: torch.Tensor, num_items: int | float | torch.Tensor | None, label_weights: torch.Tensor | None,
     ) -> torch.Tensor:
         """:func:`causal_lm_loss` with the LM head applied only at labelled positions: an
         alignment row has ~10 response tokens of ~80, and the head (``H x V``) is about a fifth
@@ -192,11 +205,9 @@ class AlignedLM(nn.Module):
                          use_cache=False).last_hidden_state  # (B, T, H)
         targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
         keep = targets != IGNORE_INDEX
-        logits = head(hidden[:, :-1][keep]).float()  # (N, V) for the N labelled tokens
-        total = F.cross_entropy(logits, targets[keep], reduction="sum")
-        if num_items is None:
-            num_items = keep.sum().clamp(min=1)
-        return total / num_items
+        logits = head(hidden[:, :-1][keep])  # (N, V) for the N labelled tokens
+        weights = label_weights[:, 1:][keep] if label_weights is not None else None
+        return weighted_ce(logits, targets[keep], weights, num_items)
 
     @torch.no_grad()
     def generate(

@@ -45,19 +45,31 @@ class AlignBatch:
     position_ids: torch.Tensor  # (B, T) int64
     history_ids: torch.Tensor  # (S_u, L) int64, left-padded with HISTORY_PAD
     item_slot_ids: torch.Tensor  # (S_i,) int64
+    label_weights: torch.Tensor | None = None
+    """``(B, T)`` float32 weight of each label (``per_example``: 1 / the example's labelled
+    tokens); None: every labelled token weighs 1."""
 
     @property
     def num_label_tokens(self) -> int:
         """Tokens the loss is computed on (labels after the one-step shift)."""
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
 
+    @property
+    def loss_weight(self) -> float:
+        """The loss divisor of this batch alone: its labelled tokens, or with per-example
+        weights its examples (each example's weights sum to 1)."""
+        if self.label_weights is None:
+            return float(self.num_label_tokens)
+        return float(self.label_weights[:, 1:].sum())
+
     def to(self, device: torch.device | str) -> AlignBatch:
         """The same batch on ``device``."""
-        return AlignBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return AlignBatch(**{k: v.to(device) if v is not None else None for k, v in self.model_inputs().items()})
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        """Keyword arguments for ``AlignedLM.forward``."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Keyword arguments for ``AlignedLM.forward`` (``label_weights`` only when set)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in values.items() if v is not None or k != "label_weights"}
 
 
 def history_tensor(histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -77,8 +89,16 @@ def _slot_tensors(examples: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tens
     return history_tensor(histories), torch.tensor(items, dtype=torch.long)
 
 
-def pad_batch(examples: Sequence[Encoded], pad_id: int) -> AlignBatch:
-    """One example per row, right-padded to the longest; ``(B, T)`` padding mask."""
+def example_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-example label weights of one example's labels ``(n,)``: 1 / its labelled tokens at each
+    labelled position, 0 elsewhere (so every example counts once in the loss)."""
+    labelled = (labels != IGNORE_INDEX).float()
+    return labelled / labelled.sum().clamp(min=1.0)
+
+
+def pad_batch(examples: Sequence[Encoded], pad_id: int, per_example: bool = False) -> AlignBatch:
+    """One example per row, right-padded to the longest; ``(B, T)`` padding mask;
+    ``per_example``: label weights that make each example count once."""
     width = max(len(e) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
@@ -88,7 +108,8 @@ def pad_batch(examples: Sequence[Encoded], pad_id: int) -> AlignBatch:
         labels[row, : len(e)] = torch.tensor(e.labels)
         mask[row, : len(e)] = 1
     positions = torch.arange(width).expand(len(examples), width).clone()
-    return AlignBatch(ids, mask, labels, positions, *_slot_tensors(examples))
+    weights = torch.stack([example_weights(row) for row in labels]) if per_example else None
+    return AlignBatch(ids, mask, labels, positions, *_slot_tensors(examples), label_weights=weights)
 
 
 def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
@@ -99,8 +120,11 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
     return (same & causal)[:, None]  # (B, 1, T, T)
 
 
-def pack_rows(rows: Sequence[Sequence[Encoded]], pad_id: int, max_length: int | None = None) -> AlignBatch:
-    """Several examples per row, laid out left to right; block-diagonal mask, per-example positions."""
+def pack_rows(
+    rows: Sequence[Sequence[Encoded]], pad_id: int, max_length: int | None = None, per_example: bool = False
+) -> AlignBatch:
+    """Several examples per row, laid out left to right; block-diagonal mask, per-example positions;
+    ``per_example``: label weights that make each example count once."""
     lengths = [sum(len(e) for e in row) for row in rows]
     width = max(lengths)
     if max_length is not None and width > max_length:
@@ -109,16 +133,19 @@ def pack_rows(rows: Sequence[Sequence[Encoded]], pad_id: int, max_length: int | 
     labels = torch.full_like(ids, IGNORE_INDEX)
     positions = torch.arange(width).expand(len(rows), width).clone()  # padding tail: its own segment
     segments = torch.full_like(ids, -1)
+    weights = torch.zeros(ids.shape)
     for r, row in enumerate(rows):
         start = 0
         for s, e in enumerate(row):
             end = start + len(e)
             ids[r, start:end], labels[r, start:end] = torch.tensor(e.input_ids), torch.tensor(e.labels)
             positions[r, start:end], segments[r, start:end] = torch.arange(len(e)), s
+            weights[r, start:end] = example_weights(labels[r, start:end])
             start = end
         positions[r, start:] = torch.arange(width - start)
     slot_tensors = _slot_tensors([e for row in rows for e in row])
-    return AlignBatch(ids, block_causal_mask(segments), labels, positions, *slot_tensors)
+    return AlignBatch(ids, block_causal_mask(segments), labels, positions, *slot_tensors,
+                      label_weights=weights if per_example else None)
 
 
 def left_pad_prompts(prompts: Sequence[Encoded], pad_id: int) -> AlignBatch:
@@ -145,13 +172,13 @@ class Collator:
         """Tokenise and check every row (errors name the offending row)."""
         return [self.encoder.encode(row) for row in rows]
 
-    def pad(self, rows: Sequence[Mapping[str, Any]]) -> AlignBatch:
+    def pad(self, rows: Sequence[Mapping[str, Any]], per_example: bool = False) -> AlignBatch:
         """One row per example (right padding)."""
-        return pad_batch(self.encode(rows), self.pad_id)
+        return pad_batch(self.encode(rows), self.pad_id, per_example)
 
-    def pack(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> AlignBatch:
+    def pack(self, rows: Sequence[Sequence[Mapping[str, Any]]], per_example: bool = False) -> AlignBatch:
         """Packed rows: ``rows[r]`` lists the task rows that share batch row ``r``."""
-        return pack_rows([self.encode(group) for group in rows], self.pad_id, self.max_length)
+        return pack_rows([self.encode(group) for group in rows], self.pad_id, self.max_length, per_example)
 
     def prompts(self, rows: Sequence[Mapping[str, Any]]) -> AlignBatch:
         """Left-padded generation prompts (the ``response`` column, if any, is ignored)."""

@@ -84,11 +84,12 @@ def train_step(
 ) -> StepStats:
     """Accumulate gradients over ``micro_batches``, clip, step the optimizer (and scheduler).
 
-    ``num_items``: the loss divisor; default the labelled tokens of ``micro_batches``. Data
+    ``num_items``: the loss divisor; default the labelled tokens of ``micro_batches`` (their
+    examples with per-example label weights, ``AlignBatch.loss_weight``). Data
     parallel workers pass (global labelled tokens / world size), because DDP and DeepSpeed
     average gradients over workers."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    num_items = num_items if num_items is not None else sum(b.num_label_tokens for b in micro_batches)
+    num_items = num_items if num_items is not None else sum(b.loss_weight for b in micro_batches)
     if num_items == 0:
         raise ValueError("no labelled tokens in this step's micro-batches")
     model.train()

@@ -116,6 +116,22 @@ def test_packed_rows_have_a_block_diagonal_mask_and_restarting_positions(slotted
         Collator(tok, slots, width - 1).pack([[rows[0], rows[1]]])
 
 
+def test_per_example_label_weights_sum_to_one_per_example(slotted) -> None:
+    tok, slots = slotted
+    collator = Collator(tok, slots, 512)
+    rows = [llm_tiny.interest_row([1, 2, 3], 4), llm_tiny.interest_row([5], 7)]
+    rows += [dict(rows[0], response="A much longer answer, with several words")]
+    for batch in (collator.pad(rows, per_example=True), collator.pack([rows[:2], rows[2:]], per_example=True)):
+        weights = batch.label_weights
+        assert weights.shape == batch.labels.shape and weights.dtype == torch.float32
+        assert torch.equal(weights > 0, batch.labels != IGNORE_INDEX)  # weight exactly where a label is
+        assert batch.loss_weight == pytest.approx(3.0)
+        assert float(weights.max()) == pytest.approx(1 / 2)  # "Yes<|im_end|>": 2 tokens, 1/2 each
+    plain = collator.pad(rows)
+    assert plain.label_weights is None and "label_weights" not in plain.model_inputs()
+    assert plain.loss_weight == plain.num_label_tokens
+
+
 def test_block_causal_mask_small_case() -> None:
     mask = block_causal_mask(torch.tensor([[0, 0, 1, 1, -1]]))[0, 0].int()
     assert mask.tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]]

@@ -52,13 +52,16 @@ def test_accumulated_micro_batches_equal_one_big_batch(tiny_template) -> None:
         assert torch.allclose(big[name], small[name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("per_example", [False, True])
 @pytest.mark.parametrize("packed", [False, True])
-def test_head_at_labelled_positions_only_gives_the_full_loss_and_gradients(tiny_template, packed: bool) -> None:
+def test_head_at_labelled_positions_only_gives_the_full_loss_and_gradients(tiny_template, packed: bool,
+                                                                           per_example: bool) -> None:
     model = lora_model(tiny_template.copy(), "every_layer")
     torch.nn.init.normal_(next(p for n, p in model.named_parameters() if "lora_B" in n))
     collator = Collator(tiny_template.tokenizer, tiny_template.slots, 512)
     rows = llm_tiny.varied_rows()
-    inputs = (collator.pack([rows[:2], rows[2:]]) if packed else collator.pad(rows)).model_inputs()
+    batch = collator.pack([rows[:2], rows[2:]], per_example) if packed else collator.pad(rows, per_example)
+    inputs = batch.model_inputs()
     grads = []
     for return_logits in (True, False):
         out = model(**inputs, num_items_in_batch=7.0, return_logits=return_logits)
@@ -70,6 +73,24 @@ def test_head_at_labelled_positions_only_gives_the_full_loss_and_gradients(tiny_
     assert torch.allclose(sparse, full, atol=1e-6) and full_grads.keys() == sparse_grads.keys()
     for name in full_grads:
         assert torch.allclose(sparse_grads[name], full_grads[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_per_example_loss_is_the_mean_of_each_examples_mean_token_loss(tiny_template, packed: bool) -> None:
+    """Short (T3-like) and long responses count once each, whatever their token counts."""
+    model = lora_model(tiny_template.copy(), "input_add").eval()
+    collator = Collator(tiny_template.tokenizer, tiny_template.slots, 512)
+    rows = llm_tiny.varied_rows() + llm_tiny.toy_rows(3, seed=4)
+    batch = collator.pack([rows[:3], rows[3:]], per_example=True) if packed else collator.pad(rows, per_example=True)
+    assert batch.loss_weight == pytest.approx(len(rows))  # each example's weights sum to 1
+    tokens = [collator.pad([row]).num_label_tokens for row in rows]
+    assert len(set(tokens)) > 1  # responses of different lengths
+    with torch.no_grad():
+        alone = [model(**collator.pad([row]).model_inputs(), return_logits=False).loss for row in rows]
+        both = model(**batch.model_inputs(), return_logits=False).loss
+        by_token = model(**(collator.pack([rows[:3], rows[3:]]) if packed else collator.pad(rows)).model_inputs()).loss
+    assert both == pytest.approx(float(sum(alone) / len(rows)), abs=1e-5)
+    assert by_token == pytest.approx(float(sum(a * n for a, n in zip(alone, tokens)) / sum(tokens)), abs=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_step_with_every_layer_hooks(tiny_template) -> None:
