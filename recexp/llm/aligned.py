@@ -186,21 +186,24 @@ class AlignedLM(nn.Module):
         attention_mask = prepare_mask(attention_mask, attn, embeds.dtype)
         if self.injector is not None:
             self.injector.set(slots, tuple(input_ids.shape))
-        if labels is not None and not return_logits and _head_split(self.base.get_base_model()) is not None:
-            loss = self._labelled_loss(embeds, attention_mask, position_ids, labels, num_items_in_batch, label_weights)
+        split = _head_split(self.base.get_base_model()) if labels is not None and not return_logits else None
+        if split is not None:
+            loss = self._labelled_loss(split, embeds, attention_mask, position_ids, labels, num_items_in_batch,
+                                       label_weights)
             return CausalLMOutputWithPast(loss=loss)
         out = self.base(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         loss = causal_lm_loss(out.logits, labels, num_items_in_batch, label_weights) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=out.logits)
 
     def _labelled_loss(
-        self, embeds: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-        labels: torch.Tensor, num_items: int | float | torch.Tensor | None, label_weights: torch.Tensor | None,
+        self, split: tuple[nn.Module, nn.Module], embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None, labels: torch.Tensor, num_items: int | float | torch.Tensor | None,
+        label_weights: torch.Tensor | None,
     ) -> torch.Tensor:
         """:func:`causal_lm_loss` with the LM head applied only at labelled positions: an
         alignment row has ~10 response tokens of ~80, and the head (``H x V``) is about a fifth
-        of a small model's FLOPs."""
-        decoder, head = _head_split(self.base.get_base_model())
+        of a small model's FLOPs. ``split``: :func:`_head_split` of the base model."""
+        decoder, head = split
         hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state  # (B, T, H)
         targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
