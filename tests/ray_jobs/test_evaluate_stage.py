@@ -153,4 +153,5 @@ def test_explanation_quality_of_a_committed_explain_stage(upstream: str) -> None
     assert quality["rows"] == 4 and quality["usr"] == 0.75  # 3 distinct texts of 4
     assert quality["cite_rate"] == 0.5 and quality["words_min"] == 5
     assert 0.0 <= quality["precision"] <= 1.0 and 0.0 <= quality.get("recall", 0.0) <= 1.0
-    assert set(metrics) - {k for k in metrics if k.startswith("aligned/")} == {"popularity/t3/acc", "popularity/t3/rows"}
+    assert set(metrics) - {k for k in metrics if k.startswith("aligned/")} == {"popularity/t3/acc", "popularity/t3/auc",
+                                                                                "popularity/t3/rows"}
