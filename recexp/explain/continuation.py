@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from recexp.explain.generate import count_new_tokens, decoding_options, generate_batched, length_sorted_batches
+from recexp.explain.generate import decode_new, decoding_options, generate_batched, length_sorted_batches
 from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator, left_pad_prompts
 from recexp.llm.encode import Encoded
@@ -65,24 +65,8 @@ def shared_prefix(prompts: Sequence[Encoded], slot_ids: Sequence[int]) -> int:
     return n
 
 
-def pad_left(suffixes: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Suffixes left-padded to one width: ids and mask ``(B, S)``."""
-    width = max(len(s) for s in suffixes)
-    ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, s in enumerate(suffixes):
-        ids[row, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-        mask[row, width - len(s):] = 1
-    return ids, mask
-
-
 Answered = tuple[list[float], list[str], list[int]]
 """Per row: margin logit(Yes) - logit(No), explanation text, tokens it generated."""
-
-
-def _decode(collator: Collator, new_ids: torch.Tensor, eos: Sequence[int]) -> tuple[list[str], list[int]]:
-    texts = collator.encoder.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-    return [t.strip() for t in texts], count_new_tokens(new_ids, eos)
 
 
 def _batch(
@@ -103,11 +87,12 @@ def _batch(
     if any(s is None for s in suffixes):  # the template rewrote turn 1: prefill turn 2 whole
         gen = generate_batched(model, collator, seconds, batch_size=len(seconds), **kwargs)
         return margins, [t[0] for t in gen.texts], [c[0] for c in gen.new_tokens]
-    ids, mask = (t.to(device) for t in pad_left(suffixes, collator.pad_id))  # (B, S)
+    tail = left_pad_prompts([Encoded(s, []) for s in suffixes], collator.pad_id).to(device)  # (B, S), no slots
     rows_prefix = prefix.expand(len(firsts), -1)  # (B, P)
-    new = model.continue_generate(cache, torch.cat([rows_prefix, batch.input_ids, ids], 1),
-                                  torch.cat([torch.ones_like(rows_prefix), batch.attention_mask, mask], 1), **kwargs)
-    return margins, *_decode(collator, new.cpu(), kwargs["eos_token_id"])
+    new = model.continue_generate(cache, torch.cat([rows_prefix, batch.input_ids, tail.input_ids], 1),
+                                  torch.cat([torch.ones_like(rows_prefix), batch.attention_mask, tail.attention_mask], 1),
+                                  **kwargs)
+    return margins, *decode_new(collator.encoder.tokenizer, new.cpu(), kwargs["eos_token_id"])
 
 
 def answer_then_follow_up(

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from recexp.llm.aligned import AlignedLM
 from recexp.llm.collate import Collator, left_pad_prompts
@@ -84,6 +84,15 @@ def count_new_tokens(new_ids: torch.Tensor, stop_ids: int | Sequence[int]) -> li
     stops = torch.isin(new_ids, torch.tensor(stop_ids, dtype=new_ids.dtype))  # (B, N)
     first = stops.int().argmax(1) + 1  # (B,) one past the first stop (meaningless without a stop)
     return torch.where(stops.any(1), first, new_ids.shape[1]).tolist()
+
+
+def decode_new(
+    tokenizer: PreTrainedTokenizerBase, new_ids: torch.Tensor, stop_ids: int | Sequence[int]
+) -> tuple[list[str], list[int]]:
+    """Texts of new token ids ``(B, N)`` (special tokens skipped, whitespace stripped) and
+    their token counts (:func:`count_new_tokens`)."""
+    texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+    return [t.strip() for t in texts], count_new_tokens(new_ids, stop_ids)
 
 
 def decoding_options(collator: Collator, num_return_sequences: int, kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -139,8 +148,7 @@ def generate_batched(
     scores: list[list[float]] = [[] for _ in rows]
     for indices in length_sorted_batches([len(p) for p in prompts], batch_size):
         new_ids, first = _run_batch(model, [prompts[i] for i in indices], collator.pad_id, repeat, dict(kwargs), score_ids)
-        decoded = [t.strip() for t in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
-        lengths = count_new_tokens(new_ids, kwargs["eos_token_id"])
+        decoded, lengths = decode_new(tokenizer, new_ids, kwargs["eos_token_id"])
         for k, i in enumerate(indices):
             texts[i] = decoded[k * per_row : (k + 1) * per_row]
             counts[i] = lengths[k * per_row : (k + 1) * per_row]

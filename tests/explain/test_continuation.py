@@ -9,7 +9,7 @@ import torch
 from two_turn_support import MAX_NEW, by_hand, generate_one, prompt_rows, setup, templates
 
 import recexp.explain.continuation as continuation
-from recexp.explain.continuation import answer_then_follow_up, continuable, pad_left, shared_prefix, suffix_ids
+from recexp.explain.continuation import answer_then_follow_up, continuable, shared_prefix, suffix_ids
 from recexp.explain.two_turn import answer_word
 from recexp.llm.encode import Encoded
 from recexp.tasks.online import follow_up_row, follow_up_text
@@ -38,11 +38,6 @@ def test_shared_prefix_stops_before_slots_and_the_last_token(parts) -> None:
     assert shared_prefix([Encoded([1, 2, 3], []), Encoded([1, 2], [])], [9]) == 1  # one token left to prefill
     assert shared_prefix([Encoded([1, 2, 3], []), Encoded([1, 2, 3], [])], [2]) == 1  # stops at the slot id 2
     assert shared_prefix([Encoded([5, 6, 7], [])], []) == 2
-
-
-def test_pad_left_masks_the_padding() -> None:
-    ids, mask = pad_left([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
 def test_only_single_sequences_continue() -> None:
