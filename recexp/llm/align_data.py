@@ -38,7 +38,8 @@ def part_files(stage: StageDir) -> list[str]:
 
 
 def _sample(table: pa.Table, n: int, seed: int) -> pa.Table:
-    """A seeded sample of ``n`` rows in their stored order (all rows when ``n`` is 0 or more)."""
+    """A seeded sample of ``n`` rows in their stored order (all rows when ``n`` is 0 or at least
+    the row count)."""
     if not 0 < n < table.num_rows:
         return table
     keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, n, replace=False))

@@ -243,7 +243,6 @@ class AlignedLM(nn.Module):
                 self.injector.clear()
         return out[:, input_ids.shape[1] :]  # given input_ids too, generate returns prompt + new tokens
 
-
     @torch.no_grad()
     def prefill(
         self,

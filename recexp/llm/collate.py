@@ -69,7 +69,9 @@ class AlignBatch:
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments for ``AlignedLM.forward`` (``label_weights`` only when set)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: v for k, v in values.items() if v is not None or k != "label_weights"}
+        if self.label_weights is None:
+            del values["label_weights"]
+        return values
 
 
 def history_tensor(histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -133,19 +135,19 @@ def pack_rows(
     labels = torch.full_like(ids, IGNORE_INDEX)
     positions = torch.arange(width).expand(len(rows), width).clone()  # padding tail: its own segment
     segments = torch.full_like(ids, -1)
-    weights = torch.zeros(ids.shape)
+    weights = torch.zeros(ids.shape) if per_example else None
     for r, row in enumerate(rows):
         start = 0
         for s, e in enumerate(row):
             end = start + len(e)
             ids[r, start:end], labels[r, start:end] = torch.tensor(e.input_ids), torch.tensor(e.labels)
             positions[r, start:end], segments[r, start:end] = torch.arange(len(e)), s
-            weights[r, start:end] = example_weights(labels[r, start:end])
+            if weights is not None:
+                weights[r, start:end] = example_weights(labels[r, start:end])
             start = end
         positions[r, start:] = torch.arange(width - start)
     slot_tensors = _slot_tensors([e for row in rows for e in row])
-    return AlignBatch(ids, block_causal_mask(segments), labels, positions, *slot_tensors,
-                      label_weights=weights if per_example else None)
+    return AlignBatch(ids, block_causal_mask(segments), labels, positions, *slot_tensors, label_weights=weights)
 
 
 def left_pad_prompts(prompts: Sequence[Encoded], pad_id: int) -> AlignBatch:
